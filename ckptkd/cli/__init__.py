@@ -1,0 +1,141 @@
+"""The ``ckptkd`` command: a thin layer of argparse over the Python API.
+
+Flags mirror config keys (``--lr`` sets ``train.lr`` in ``ckptkd train``); a YAML file
+given with ``--config`` is read first and flags override it. Every user mistake ends in
+one line on stderr and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .. import __version__
+from ..errors import CkptkdError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, as for every other user mistake
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
+def _stage_flags(p, section: str, model_default_help: str):
+    g = p.add_argument_group(f"{section} training (config section {section!r})")
+    for flag, typ, help_ in [
+        ("model", str, f"architecture spec ({model_default_help}; `ckptkd models` lists them)"),
+        ("epochs", int, "epochs"), ("batch-size", int, "batch size"), ("lr", float, "base learning rate"),
+        ("momentum", float, "SGD momentum"), ("weight-decay", float, "weight decay"),
+        ("schedule", str, "cosine or multistep"), ("save-every", int, "save a checkpoint every N epochs"),
+    ]:
+        g.add_argument(f"--{flag}", type=typ, help=help_, dest=f"{section}.{flag.replace('-', '_')}")
+    g.add_argument("--milestones", type=int, nargs="+", dest=f"{section}.milestones", help="multistep epochs")
+
+
+def _common_flags(p):
+    p.add_argument("--config", help="YAML config file; flags override its values")
+    p.add_argument("--data", dest="data.spec", help="dataset spec (mnist1d, digits, npz:PATH, cifar100:DIR, ...)")
+    p.add_argument("--seed", type=int, dest="seed", help="training seed")
+    p.add_argument("--device", dest="device", help="auto, cpu or cuda[:N]")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _out_flags(p, default=None):
+    p.add_argument("--out", default=default, required=default is None, help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out (same config)")
+
+
+def _info_flags(p):
+    g = p.add_argument_group("information estimates (config section 'info')")
+    g.add_argument("--estimator", dest="info.estimator", help="kde (default), renyi, categorical or binning")
+    g.add_argument("--features", dest="info.features", help="penultimate (default), logits or softmax")
+    g.add_argument("--probe-size", type=int, dest="info.probe_size", help="probe samples (default 2000)")
+    g.add_argument("--scaling", dest="info.scaling", help="minmax (default), ceiling or raw")
+    g.add_argument("--tau", type=float, dest="info.tau", help="softmax temperature")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ckptkd", description="Knowledge distillation from model checkpoints.")
+    parser.add_argument("--version", action="version", version=f"ckptkd {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("run", help="train a teacher, choose a checkpoint, distill, compare with baselines")
+    p.add_argument("config_file", nargs="?", help="YAML config (default: the built-in MNIST-1D job)")
+    _common_flags(p)
+    _out_flags(p, default="runs/default")
+    p.add_argument("--policy", dest="select.policy", help="mi (default), last, halfway, best-val, or a+b")
+    p.add_argument("-k", type=int, dest="select.k", help="checkpoints in the chosen ensemble (policy mi)")
+    p.add_argument("--teacher-model", dest="teacher.model", help="teacher architecture")
+    p.add_argument("--student-model", dest="student.model", help="student architecture")
+    p.add_argument("--teacher-epochs", type=int, dest="teacher.epochs")
+    p.add_argument("--student-epochs", type=int, dest="student.epochs")
+    p.add_argument("--save-every", type=int, dest="teacher.save_every")
+    p.add_argument("--temperature", type=float, dest="kd.temperature")
+    p.add_argument("--alpha", type=float, dest="kd.alpha", help="weight of the cross-entropy term")
+    _info_flags(p)
+
+    p = sub.add_parser("train", help="train a model, keeping its checkpoint trajectory")
+    _common_flags(p)
+    _out_flags(p)
+    _stage_flags(p, "train", "default cnn1d_l")
+
+    p = sub.add_parser("distill", help="distill a student from one checkpoint or an ensemble")
+    _common_flags(p)
+    _out_flags(p)
+    p.add_argument("--teacher", action="append", dest="teachers", metavar="CKPT", required=True,
+                   help="teacher checkpoint file; repeat for an ensemble")
+    p.add_argument("--teacher-model", dest="teacher_model", help="architecture of foreign teacher checkpoints")
+    p.add_argument("--temperature", type=float, dest="kd.temperature", help="KD temperature T (default 4)")
+    p.add_argument("--alpha", type=float, dest="kd.alpha", help="weight of the cross-entropy term (default 0.1)")
+    p.add_argument("--combine", dest="kd.combine", help="ensemble rule: logits (default) or probs")
+    _stage_flags(p, "student", "default cnn1d_xs")
+
+    p = sub.add_parser("eval", help="test accuracy and loss of checkpoints, or of their ensemble")
+    p.add_argument("checkpoints", nargs="+", help="checkpoint files")
+    p.add_argument("--model", help="architecture of foreign checkpoints")
+    p.add_argument("--ensemble", action="store_true", help="also evaluate the ensemble of all of them")
+    p.add_argument("--combine", default="logits", help="ensemble rule: logits or probs")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _common_flags(p)
+
+    for name, help_ in [("analyze", "estimate I(X;F) and I(Y;F) for every checkpoint of a run"),
+                        ("select", "rank a run's checkpoints and choose the teacher (Algorithm 1)")]:
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("run", help="a ckptkd run folder, or a folder of .pt/.pth/.ckpt files")
+        p.add_argument("--model", help="architecture of foreign checkpoints")
+        p.add_argument("--json", action="store_true", help="machine-readable output")
+        _common_flags(p)
+        _info_flags(p)
+        if name == "select":
+            p.add_argument("-k", type=int, default=1, help="checkpoints in a snapshot ensemble")
+            p.add_argument("--min-spacing", type=int, default=0, help="minimum epochs between picks")
+            p.add_argument("--policy", default="mi", help="mi (default), last, halfway, best-val, or a+b")
+
+    sub.add_parser("models", help="list the registered architectures")
+    return parser
+
+
+def _overrides(args) -> dict:
+    return {k: v for k, v in vars(args).items() if "." in k and v is not None} | {
+        k: getattr(args, k) for k in ("seed", "device") if getattr(args, k, None) is not None}
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args) or 0
+    except CkptkdError as e:
+        print(f"ckptkd: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ckptkd: interrupted", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args) -> int | None:
+    from . import commands
+
+    return getattr(commands, args.command.replace("-", "_"))(args, _overrides(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

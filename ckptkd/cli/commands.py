@@ -1,0 +1,178 @@
+"""One function per subcommand: read the config, call the API, print the result."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..config import DataConfig, DistillConfig, InfoConfig, RunConfig, TrainConfig, from_dict, load_config, to_dict
+from ..data import load_dataset
+from ..errors import CkptkdError
+
+
+def _progress(args) -> bool:
+    return not args.quiet
+
+
+def run(args, overrides):
+    from ..pipeline import format_table, run_pipeline
+
+    cfg = load_config(RunConfig, args.config_file or args.config, overrides)
+    rows = run_pipeline(cfg, args.out, overwrite=args.overwrite, resume=args.resume, progress=_progress(args))
+    print(f"ckptkd run: {cfg.teacher.model} -> {cfg.student.model} on {cfg.data.spec}, seed {cfg.seed}  ({args.out})")
+    print(format_table(rows))
+
+
+def train(args, overrides):
+    from ..train import resolve_device, train as train_model
+    from ..trajectory import Run
+
+    cfg = load_config(TrainConfig, args.config, overrides)
+    data = load_dataset(cfg.data)
+    run_ = Run.create(args.out, to_dict(cfg), model=cfg.train.model, num_classes=data.num_classes,
+                      in_shape=data.in_shape, data_fingerprint=data.fingerprint,
+                      overwrite=args.overwrite, resume=args.resume)
+    if run_.complete:
+        print(f"{args.out}: already complete ({len(run_.checkpoints())} checkpoints)")
+        return
+    _, rec = train_model(data, cfg.train, seed=cfg.seed, device=resolve_device(cfg.device), run=run_,
+                         progress=_progress(args), desc=cfg.train.model)
+    print(f"{args.out}: {len(run_.checkpoints())} checkpoints, test acc {100 * rec['test_acc']:.2f}%")
+
+
+def distill(args, overrides):
+    from ..distill import Teacher, distill as distill_model
+    from ..train import resolve_device
+    from ..trajectory import Run, open_checkpoint
+
+    overrides |= {"teachers": args.teachers} | ({"teacher_model": args.teacher_model} if args.teacher_model else {})
+    cfg = load_config(DistillConfig, args.config, overrides)
+    data = load_dataset(cfg.data)
+    ckpts = [open_checkpoint(t, cfg.teacher_model) for t in cfg.teachers]
+    teacher = Teacher.from_checkpoints(ckpts, data.num_classes, data.in_shape, cfg.kd.combine)
+    run_ = Run.create(args.out, to_dict(cfg), model=cfg.student.model, num_classes=data.num_classes,
+                      in_shape=data.in_shape, data_fingerprint=data.fingerprint, kind="distill",
+                      overwrite=args.overwrite, resume=args.resume)
+    if run_.complete:
+        print(f"{args.out}: already complete")
+        return
+    _, rec = distill_model(data, cfg.student, teacher, cfg.kd, seed=cfg.seed, device=resolve_device(cfg.device),
+                           run=run_, progress=_progress(args))
+    print(f"{args.out}: student test acc {100 * rec['test_acc']:.2f}%")
+
+
+def eval(args, overrides):  # noqa: A001 - the subcommand's name
+    from ..distill import Teacher
+    from ..train import evaluate, resolve_device
+    from ..trajectory import load_model, open_checkpoint
+
+    data = load_dataset(_data_config(args, overrides))
+    device = resolve_device(overrides.get("device", "auto"))
+    ckpts = [open_checkpoint(c, args.model) for c in args.checkpoints]
+    results = []
+    for c in ckpts:
+        m = load_model(c, data.num_classes, data.in_shape).to(device)
+        results.append({"checkpoint": str(c.path), **evaluate(m, data.x_test, data.y_test, device=device)})
+    if args.ensemble:
+        t = Teacher.from_checkpoints(ckpts, data.num_classes, data.in_shape, args.combine).to(device)
+        results.append({"checkpoint": f"ensemble ({args.combine})", **evaluate(t, data.x_test, data.y_test, device=device)})
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return
+    for r in results:
+        print(f"{100 * r['acc']:6.2f}%  loss {r['loss']:.4f}  {r['checkpoint']}")
+
+
+def _data_config(args, overrides) -> DataConfig:
+    """The data of a run folder's config, else --data / --config."""
+    run_dir = Path(getattr(args, "run", "") or "")
+    data = {}
+    if args.config:
+        data = load_yaml_section(args.config, "data")
+    elif (run_dir / "config.yaml").exists():
+        from ..trajectory import Run
+
+        data = Run(run_dir).config.get("data", {}) if (run_dir / "manifest.json").exists() else {}
+    if "data.spec" in overrides:
+        data = {**data, "spec": overrides["data.spec"]}
+    return from_dict(DataConfig, data, "data")
+
+
+def load_yaml_section(path, section: str) -> dict:
+    import yaml
+
+    try:
+        doc = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise CkptkdError(f"config file {str(path)!r} does not exist") from None
+    except yaml.YAMLError as e:
+        raise CkptkdError(f"config file {str(path)!r} is not valid YAML ({str(e).splitlines()[0]})") from None
+    return doc.get(section) or {}
+
+
+def _analysis(args, overrides):
+    from ..info.analyze import analyze
+    from ..train import resolve_device
+    from ..trajectory import open_trajectory
+
+    info = {k.split(".", 1)[1]: v for k, v in overrides.items() if k.startswith("info.")}
+    cfg = from_dict(InfoConfig, (load_yaml_section(args.config, "info") if args.config else {}) | info, "info")
+    data = load_dataset(_data_config(args, overrides))
+    ckpts = open_trajectory(args.run, args.model)
+    device = resolve_device(overrides.get("device", "auto"))
+    rows = analyze(ckpts, data, cfg, folder=args.run, device=device, progress=_progress(args))
+    return cfg, ckpts, rows
+
+
+def analyze(args, overrides):
+    from ..report.plots import plot_analysis
+
+    cfg, _, rows = _analysis(args, overrides)
+    plots = plot_analysis(rows, Path(args.run))
+    if args.json:
+        print(json.dumps({"settings": to_dict(cfg), "rows": rows, "plots": [str(p) for p in plots]}, indent=2))
+        return
+    print(format_analysis(rows, cfg))
+    if any(r["saturated"] for r in rows):
+        print("warning: some estimates are within 5% of log N (saturated); raise --noise-fraction or the probe size")
+    print(f"wrote {args.run}/analysis.json, analysis.csv, " + ", ".join(p.name for p in plots))
+
+
+def format_analysis(rows: list[dict], cfg: InfoConfig) -> str:
+    head = f"{'epoch':>6} {'I(X;F)':>8} {'I(Y;F)':>8} {'~I(X;F)':>8} {'~I(Y;F)':>8} {'score':>7} {'acc':>7}"
+    lines = [f"estimator {cfg.estimator} on {cfg.features}, nats; ~ = {cfg.scaling} scaled", head, "-" * len(head)]
+    best = max(range(len(rows)), key=lambda i: rows[i]["score"])
+    for i, r in enumerate(rows):
+        sx, sy = (r["ixf_minmax"], r["iyf_minmax"]) if cfg.scaling == "minmax" else (r["ixf_norm"], r["iyf_norm"])
+        acc = "-" if r["teacher_acc"] is None else f"{100 * r['teacher_acc']:.2f}"
+        mark = "  <- best" if i == best else ""
+        lines.append(f"{r['epoch']:>6} {r['ixf']:>8.4f} {r['iyf']:>8.4f} {sx:>8.3f} {sy:>8.3f} {r['score']:>7.3f} {acc:>7}{mark}")
+    return "\n".join(lines)
+
+
+def select(args, overrides):
+    from ..select import choose
+
+    cfg, ckpts, rows = _analysis(args, overrides) if "mi" in args.policy.split("+") else (None, None, None)
+    if ckpts is None:
+        from ..trajectory import open_trajectory
+
+        ckpts = open_trajectory(args.run, args.model)
+    scores = [r["score"] for r in rows] if rows else None
+    picked = choose(args.policy, ckpts, k=args.k, scores=scores, min_spacing=args.min_spacing)
+    ranking = sorted(rows, key=lambda r: -r["score"]) if rows else []
+    if args.json:
+        print(json.dumps({"policy": args.policy, "k": args.k,
+                          "chosen": [{"epoch": c.epoch, "path": str(c.path)} for c in picked],
+                          "ranking": ranking}, indent=2))
+        return
+    if ranking:
+        print("rank  epoch   score")
+        for i, r in enumerate(ranking, 1):
+            print(f"{i:>4} {r['epoch']:>6} {r['score']:>7.3f}")
+    print(f"chosen ({args.policy}, k={args.k}): " + ", ".join(f"epoch {c.epoch} ({c.path})" for c in picked))
+
+
+def models(args, overrides):
+    from ..models import list_models
+
+    print("\n".join(list_models()))

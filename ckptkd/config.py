@@ -1,0 +1,243 @@
+"""Typed configs, and the one place where they are parsed and validated.
+
+YAML files mirror the CLI flags: each section is a dataclass, each key a field. Unknown
+keys, wrong types and out-of-range values are ``CkptkdError``s that name the key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from .errors import CkptkdError, closest
+
+
+@dataclass
+class DataConfig:
+    spec: str = "mnist1d"  # mnist1d | digits | npz:PATH | cifar10:DIR | cifar100:DIR | imagefolder:DIR | module:function
+    num_samples: int = 5000  # mnist1d: samples generated (80% train)
+    seed: int = 0  # generation and split seed (not the training seed)
+    test_fraction: float = 0.2  # digits and imagefolder without a train/test split
+    image_size: Optional[int] = None  # imagefolder: resize to a square of this side
+    augment: bool = True  # random shift (+ flip for natural images, + noise for signals)
+
+
+@dataclass
+class StageConfig:
+    """One training of one model: the teacher's, or a student's."""
+
+    model: str = "cnn1d_m"
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"  # cosine | multistep
+    milestones: list[int] = field(default_factory=list)  # multistep: epochs where lr *= gamma
+    gamma: float = 0.1
+    save_every: int = 0  # 0: only the last epoch
+
+
+@dataclass
+class KDConfig:
+    """Hinton KD: alpha * CE + (1 - alpha) * T^2 * KL(softmax(t/T) || softmax(s/T))."""
+
+    temperature: float = 4.0
+    alpha: float = 0.1
+    combine: str = "logits"  # how an ensemble teacher combines members: logits | probs
+
+
+@dataclass
+class InfoConfig:
+    """How I(X;F) and I(Y;F) are estimated for each checkpoint (see docs/information.md)."""
+
+    estimator: str = "kde"  # kde | renyi | categorical | binning
+    features: str = "penultimate"  # penultimate | logits | softmax
+    tau: float = 1.0  # softmax temperature (features softmax, estimator categorical)
+    probe_size: int = 2000  # class-stratified training samples, the same for every checkpoint
+    probe_seed: int = 0
+    noise_fraction: float = 0.1  # kde: noise variance s2 as a fraction of the median squared distance
+    alpha: float = 1.01  # renyi: the order alpha
+    bins: int = 30  # binning: bins per unit
+    weight_x: float = 1.0  # Algorithm 1 score = weight_x * I(X;F)~ + weight_y * I(Y;F)~
+    weight_y: float = 1.0
+    scaling: str = "minmax"  # minmax (across the run's checkpoints) | ceiling (log N, H(Y)) | raw
+
+
+@dataclass
+class SelectConfig:
+    policy: str = "mi"  # mi | last | halfway | best-val | explicit, or a+b for an ensemble (halfway+last)
+    k: int = 1  # mi: checkpoints in the snapshot ensemble
+    min_spacing: int = 0  # mi with k > 1: minimum epochs between picked checkpoints
+    checkpoints: list[int] = field(default_factory=list)  # policy explicit: epochs to use
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    train: StageConfig = field(default_factory=lambda: StageConfig(model="cnn1d_l", save_every=3))
+    seed: int = 0
+    device: str = "auto"
+
+
+@dataclass
+class DistillConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    student: StageConfig = field(default_factory=lambda: StageConfig(model="cnn1d_xs"))
+    kd: KDConfig = field(default_factory=KDConfig)
+    teachers: list[str] = field(default_factory=list)  # checkpoint files (safetensors, .pt, .ckpt)
+    teacher_model: Optional[str] = None  # architecture of foreign checkpoints
+    seed: int = 0
+    device: str = "auto"
+
+
+@dataclass
+class RunConfig:
+    """The main job: train a teacher, choose a checkpoint, distill, compare with baselines."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher: StageConfig = field(default_factory=lambda: StageConfig(model="cnn1d_l", epochs=30, save_every=3))
+    student: StageConfig = field(default_factory=lambda: StageConfig(model="cnn1d_xs", epochs=30))
+    kd: KDConfig = field(default_factory=KDConfig)
+    select: SelectConfig = field(default_factory=SelectConfig)
+    info: InfoConfig = field(default_factory=InfoConfig)
+    seed: int = 0
+    device: str = "auto"
+
+
+# ---------------------------------------------------------------- parsing
+
+
+def from_dict(cls, data: Any, where: str = ""):
+    """Build dataclass ``cls`` from a plain dict, rejecting unknown keys and wrong types."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise CkptkdError(f"config section {where or 'top level'!r} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    defaults = cls()
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in names:
+            raise CkptkdError(f"unknown config key {path!r}{closest(str(key), names)}")
+        if dataclasses.is_dataclass(hints[key]) and isinstance(value, dict):
+            # a partial section keeps this parent's defaults for it (teacher vs student models)
+            value = {**dataclasses.asdict(getattr(defaults, key)), **value}
+        kwargs[key] = _coerce(hints[key], value, path)
+    obj = cls(**kwargs)
+    validate(obj)
+    return obj
+
+
+def _coerce(tp, value, path: str):
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return None if value is None else _coerce(args[0], value, path)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, path)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if isinstance(value, (str, int, float)):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise CkptkdError(f"config key {path!r} must be a list, got {value!r}")
+        return [_coerce(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
+    ok = {
+        bool: lambda v: isinstance(v, bool),
+        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+        float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        str: lambda v: isinstance(v, str),
+    }[tp]
+    if not ok(value):
+        raise CkptkdError(f"config key {path!r} must be {tp.__name__}, got {value!r}")
+    return float(value) if tp is float else value
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def load_config(cls, path: str | Path | None, overrides: dict | None = None):
+    """Read a YAML config of type ``cls`` and apply dotted-key overrides (CLI flags)."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise CkptkdError(f"config file {str(path)!r} does not exist") from None
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise CkptkdError(f"config file {str(path)!r} is not valid YAML ({str(e).splitlines()[0]})") from None
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise CkptkdError(f"config key {p!r} must be a mapping to set {dotted!r}")
+        node[leaf] = value
+    return from_dict(cls, data)
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise CkptkdError(message)
+
+
+def _one_of(key: str, value: str, choices) -> None:
+    _check(value in choices, f"{key} must be one of {', '.join(choices)}, got {value!r}{closest(value, choices)}")
+
+
+def validate(cfg) -> None:
+    """Range checks for every config type; called by ``from_dict`` on each section."""
+    if isinstance(cfg, DataConfig):
+        _check(cfg.num_samples >= 20, f"data.num_samples must be at least 20, got {cfg.num_samples}")
+        _check(0 < cfg.test_fraction < 1, f"data.test_fraction must be in (0, 1), got {cfg.test_fraction}")
+        _check(cfg.image_size is None or cfg.image_size > 0, "data.image_size must be positive")
+    elif isinstance(cfg, StageConfig):
+        _check(cfg.epochs > 0, f"epochs must be a positive integer, got {cfg.epochs}")
+        _check(cfg.batch_size > 1, f"batch_size must be at least 2 (BatchNorm needs it), got {cfg.batch_size}")
+        _check(cfg.lr > 0, f"lr must be positive, got {cfg.lr}")
+        _check(0 <= cfg.momentum < 1, f"momentum must be in [0, 1), got {cfg.momentum}")
+        _check(cfg.weight_decay >= 0, f"weight_decay must be >= 0, got {cfg.weight_decay}")
+        _one_of("schedule", cfg.schedule, ("cosine", "multistep"))
+        _check(cfg.save_every >= 0, f"save_every must be >= 0, got {cfg.save_every}")
+        _check(0 < cfg.gamma <= 1, f"gamma must be in (0, 1], got {cfg.gamma}")
+    elif isinstance(cfg, KDConfig):
+        _check(cfg.temperature > 0, f"kd.temperature must be positive, got {cfg.temperature}")
+        _check(0 <= cfg.alpha <= 1, f"kd.alpha must be in [0, 1], got {cfg.alpha}")
+        _one_of("kd.combine", cfg.combine, ("logits", "probs"))
+    elif isinstance(cfg, SelectConfig):
+        policies = ("mi", "last", "halfway", "best-val", "explicit")
+        for part in cfg.policy.split("+"):
+            _check(part in policies, f"select.policy must be one of {', '.join(policies)} (or a+b), "
+                                     f"got {cfg.policy!r}{closest(part, policies)}")
+        _check("explicit" not in cfg.policy or cfg.checkpoints, "select.policy explicit needs select.checkpoints (a list of epochs)")
+        _check(cfg.k >= 1, f"select.k must be at least 1, got {cfg.k}")
+        _check(cfg.min_spacing >= 0, f"select.min_spacing must be >= 0, got {cfg.min_spacing}")
+    elif isinstance(cfg, InfoConfig):
+        _one_of("info.estimator", cfg.estimator, ("kde", "renyi", "categorical", "binning"))
+        _one_of("info.features", cfg.features, ("penultimate", "logits", "softmax"))
+        _one_of("info.scaling", cfg.scaling, ("minmax", "ceiling", "raw"))
+        _check(cfg.tau > 0, f"info.tau must be positive, got {cfg.tau}")
+        _check(cfg.probe_size >= 10, f"info.probe_size must be at least 10, got {cfg.probe_size}")
+        _check(cfg.noise_fraction > 0, f"info.noise_fraction must be positive, got {cfg.noise_fraction}")
+        _check(cfg.alpha > 0 and cfg.alpha != 1, f"info.alpha must be positive and not 1, got {cfg.alpha}")
+        _check(cfg.bins >= 2, f"info.bins must be at least 2, got {cfg.bins}")
+        _check(cfg.weight_x >= 0 and cfg.weight_y >= 0 and cfg.weight_x + cfg.weight_y > 0,
+               "info.weight_x and info.weight_y must be >= 0 and not both 0")
+    if hasattr(cfg, "device"):
+        _check(cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:"),
+               f"device must be auto, cpu or cuda[:N], got {cfg.device!r}")

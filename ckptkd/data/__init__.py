@@ -1,0 +1,120 @@
+"""Data: datasets named by spec strings, loaded into memory as checked tensors.
+
+>>> data = load_dataset(DataConfig(spec="digits"))
+>>> data.x_train.shape, data.num_classes
+(torch.Size([1437, 1, 8, 8]), 10)
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..config import DataConfig
+from ..errors import CkptkdError, closest
+from . import sources
+from .augment import Augment, default_augment
+
+__all__ = ["Dataset", "load_dataset", "Augment", "DATASETS"]
+
+DATASETS = ("mnist1d", "digits", "npz:PATH", "cifar10:DIR", "cifar100:DIR", "imagefolder:DIR", "module.path:function")
+
+
+@dataclass
+class Dataset:
+    name: str
+    x_train: torch.Tensor  # float32 (N, C, L) or (N, C, H, W)
+    y_train: torch.Tensor  # int64 (N,)
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+    augment: Augment
+    fingerprint: str  # sha256 of the arrays: what a cached teacher output or analysis is keyed on
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+
+def _read(cfg: DataConfig):
+    spec = cfg.spec
+    kind, _, arg = spec.partition(":")
+    if spec == "mnist1d":
+        return sources.mnist1d(cfg.num_samples, cfg.seed)
+    if spec == "digits":
+        return sources.digits(cfg.test_fraction, cfg.seed)
+    if kind == "npz" and arg:
+        return sources.npz(arg)
+    if kind in ("cifar10", "cifar100") and arg:
+        from .cifar import load_cifar
+
+        return (*load_cifar(arg, 10 if kind == "cifar10" else 100), "image")
+    if kind == "imagefolder" and arg:
+        from .imagefolder import load_imagefolder
+
+        size = (cfg.image_size, cfg.image_size) if cfg.image_size else None
+        x, y, xt, yt, _ = load_imagefolder(arg, size=size, test_fraction=cfg.test_fraction, seed=cfg.seed)
+        return x, y, xt, yt, "image"
+    if arg and kind not in ("npz", "cifar10", "cifar100", "imagefolder"):
+        return sources.user_function(spec)
+    names = ["mnist1d", "digits", "npz", "cifar10", "cifar100", "imagefolder"]
+    raise CkptkdError(f"unknown dataset {spec!r}{closest(kind, names)}; use one of {', '.join(DATASETS)}")
+
+
+def load_dataset(cfg: DataConfig | str) -> Dataset:
+    """Load and check the dataset named by ``cfg.spec`` (a spec string works too)."""
+    if isinstance(cfg, str):
+        cfg = DataConfig(spec=cfg)
+    x, y, xt, yt, kind = _read(cfg)
+    x, y, xt, yt = (np.asarray(a) for a in (x, y, xt, yt))
+    if x.ndim == 2 and xt.ndim == 2:  # plain feature vectors: one channel of length d
+        x, xt = x[:, None, :], xt[:, None, :]
+    _check_arrays(cfg.spec, x, y, xt, yt)
+    if x.dtype == np.uint8:  # images: scale, then standardise per channel with training stats
+        x, xt = x.astype(np.float32) / 255.0, xt.astype(np.float32) / 255.0
+        axes = (0,) + tuple(range(2, x.ndim))
+        mean, std = x.mean(axes, keepdims=True), x.std(axes, keepdims=True) + 1e-8
+        x, xt = (x - mean) / std, (xt - mean) / std
+    num_classes = int(max(y.max(), yt.max())) + 1
+    fp = hashlib.sha256()
+    for a in (x, y, xt, yt):
+        fp.update(str(a.shape).encode())
+        fp.update(np.ascontiguousarray(a).tobytes())
+    aug = default_augment(kind, x.shape[1:]) if cfg.augment else Augment()
+    return Dataset(
+        name=cfg.spec,
+        x_train=torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+        y_train=torch.from_numpy(y.astype(np.int64)),
+        x_test=torch.from_numpy(np.ascontiguousarray(xt, dtype=np.float32)),
+        y_test=torch.from_numpy(yt.astype(np.int64)),
+        num_classes=num_classes,
+        augment=aug,
+        fingerprint=fp.hexdigest(),
+    )
+
+
+def _check_arrays(spec: str, x, y, xt, yt) -> None:
+    def bad(msg: str):
+        raise CkptkdError(f"dataset {spec!r}: {msg}")
+
+    for name, a, labels in (("train", x, y), ("test", xt, yt)):
+        if a.shape[0] == 0:
+            bad(f"the {name} split is empty; give at least one sample per split")
+        if a.shape[0] != labels.shape[0]:
+            bad(f"{name} has {a.shape[0]} inputs but {labels.shape[0]} labels")
+        if a.ndim not in (3, 4):
+            bad(f"{name} inputs must be (N, C, L) or (N, C, H, W), got shape {a.shape}")
+        if not (np.issubdtype(a.dtype, np.number) and not np.iscomplexobj(a)):
+            bad(f"{name} inputs have dtype {a.dtype}; use a real numeric dtype")
+        if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+            bad(f"{name} inputs contain NaN or infinite values; clean or impute them first")
+        if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+            bad(f"{name} labels must be a 1-D integer array, got {labels.dtype} {labels.shape}")
+        if labels.size and labels.min() < 0:
+            bad(f"{name} labels must be >= 0, found {labels.min()}")
+    if x.shape[1:] != xt.shape[1:]:
+        bad(f"train inputs {x.shape[1:]} and test inputs {xt.shape[1:]} differ in shape")
+    if yt.max() > y.max():
+        bad(f"test labels go up to {yt.max()} but train labels only to {y.max()}; the splits disagree on the classes")

@@ -1,0 +1,91 @@
+"""Dataset sources named by a spec string. Each returns numpy arrays; nothing is downloaded."""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CkptkdError
+
+
+def cache_dir() -> Path:
+    path = Path(os.environ.get("CKPTKD_CACHE", Path.home() / ".cache" / "ckptkd"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def mnist1d(num_samples: int, seed: int):
+    """MNIST-1D (Greydanus 2020) generated locally; cached because generation takes seconds."""
+    key = hashlib.sha256(f"mnist1d-v1-{num_samples}-{seed}".encode()).hexdigest()[:16]
+    cached = cache_dir() / f"mnist1d-{key}.npz"
+    if cached.exists():
+        try:
+            with np.load(cached, allow_pickle=False) as z:
+                return z["x"], z["y"], z["x_test"], z["y_test"], "signal"
+        except (OSError, ValueError, KeyError):
+            pass  # a damaged cache file is regenerated below
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()
+    args.num_samples, args.seed = num_samples, seed
+    state = np.random.get_state()  # mnist1d seeds numpy's global RNG; leave the caller's alone
+    try:
+        d = make_dataset(args)
+    finally:
+        np.random.set_state(state)
+    arrays = {k: d[k] for k in ("x", "y", "x_test", "y_test")}
+    arrays["x"], arrays["x_test"] = arrays["x"][:, None, :], arrays["x_test"][:, None, :]
+    tmp = cached.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, cached)
+    return arrays["x"], arrays["y"], arrays["x_test"], arrays["y_test"], "signal"
+
+
+def digits(test_fraction: float, seed: int):
+    """scikit-learn's bundled 8x8 digits, seeded stratified split, as (N, 1, 8, 8) images."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    d = load_digits()
+    x = d.images[:, None].astype(np.float32) / 16.0
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        x, d.target, test_size=test_fraction, random_state=seed, stratify=d.target
+    )
+    return x_tr, y_tr, x_te, y_te, "glyph"
+
+
+def npz(path: str):
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in ("x", "y", "x_test", "y_test") if k not in z.files]
+            if missing:
+                raise CkptkdError(f"npz file {path!r} lacks arrays {missing}; it needs x, y, x_test, y_test")
+            arrays = [z[k] for k in ("x", "y", "x_test", "y_test")]
+    except FileNotFoundError:
+        raise CkptkdError(f"npz file {path!r} does not exist") from None
+    except ValueError as e:  # object arrays need pickle, which we refuse
+        raise CkptkdError(f"npz file {path!r} cannot be read safely ({e}); save plain numeric arrays") from None
+    except (OSError, EOFError) as e:
+        raise CkptkdError(f"npz file {path!r} is not a readable .npz archive ({e})") from None
+    return (*arrays, _kind(arrays[0]))
+
+
+def _kind(x: np.ndarray) -> str:
+    return "image" if x.ndim == 4 else "signal"
+
+
+def user_function(spec: str):
+    """``module.path:function`` returning (x, y, x_test, y_test) arrays or tensors."""
+    module_name, fn_name = spec.rsplit(":", 1)
+    try:
+        fn = getattr(importlib.import_module(module_name), fn_name)
+    except (ImportError, AttributeError) as e:
+        raise CkptkdError(f"cannot import dataset {spec!r} ({e}); give module.path:function importable from PYTHONPATH") from None
+    out = fn()
+    if not (isinstance(out, (tuple, list)) and len(out) == 4):
+        raise CkptkdError(f"dataset function {spec!r} must return (x, y, x_test, y_test)")
+    arrays = [np.asarray(a.numpy() if hasattr(a, "numpy") else a) for a in out]
+    return (*arrays, _kind(arrays[0]))

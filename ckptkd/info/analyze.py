@@ -1,0 +1,172 @@
+"""Step 2 of the paper's Algorithm 1: normalised I(X;F) and I(Y;F) for every checkpoint.
+
+The probe set is a fixed, seeded, class-stratified subset of the training data, without
+augmentation, identical for every checkpoint. Raw estimates are cached in the run folder
+by checkpoint hash, data fingerprint and estimator settings, so analysing a trajectory a
+second time costs nothing and a new checkpoint costs one row.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from ..config import InfoConfig
+from ..data import Dataset
+from ..errors import CkptkdError
+from ..models import penultimate
+from ..trajectory import Checkpoint, atomic_write, load_model, read_json, write_json
+from .estimators import InformationSaturationWarning, binning_mi, categorical_mi, kde_mi, renyi_ixf, renyi_iyf
+
+CACHE_NAME = "analysis-cache.json"
+# settings that change a checkpoint's raw estimate (the score's weights and scaling do not)
+_RAW_KEYS = ("estimator", "features", "tau", "probe_size", "probe_seed", "noise_fraction", "alpha", "bins")
+
+
+def probe_indices(y: torch.Tensor, size: int, seed: int) -> torch.Tensor:
+    """A class-stratified sample of ``size`` indices (all of them when ``size >= len(y)``)."""
+    n = len(y)
+    if size >= n:
+        return torch.arange(n)
+    g = torch.Generator().manual_seed(seed)
+    picked = []
+    classes, counts = torch.unique(y, return_counts=True)
+    quota = torch.floor(counts.double() * size / n).long()
+    # hand the rounding remainder to the largest classes, so exactly ``size`` are taken
+    for i in torch.argsort(counts, descending=True)[: size - int(quota.sum())]:
+        quota[i] += 1
+    for c, q in zip(classes.tolist(), quota.tolist()):
+        members = (y == c).nonzero().flatten()
+        picked.append(members[torch.randperm(len(members), generator=g)[:q]])
+    return torch.sort(torch.cat(picked)).values
+
+
+@torch.no_grad()
+def extract(model: torch.nn.Module, x: torch.Tensor, what: str, tau: float = 1.0, batch_size: int = 512,
+            device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """(F, logits) of ``model`` on ``x``; F is the penultimate features, the logits or the softmax."""
+    model.eval().to(device)
+    feats, logits = [], []
+    for i in range(0, len(x), batch_size):
+        xb = x[i:i + batch_size].to(device)
+        f = penultimate(model, xb)
+        z = model.forward_head(f) if hasattr(model, "forward_head") else model(xb)
+        feats.append(f.double().cpu())
+        logits.append(z.double().cpu())
+    f, z = torch.cat(feats), torch.cat(logits)
+    if what == "logits":
+        f = z
+    elif what == "softmax":
+        f = torch.softmax(z / tau, dim=1)
+    return f, z
+
+
+def estimate(f: torch.Tensor, logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor, cfg: InfoConfig) -> dict:
+    """Raw I(X;F) and I(Y;F) in nats by the configured estimator, and whether it saturated."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", InformationSaturationWarning)
+        if cfg.estimator == "kde":
+            r = kde_mi(f, y, noise_fraction=cfg.noise_fraction)
+            out = {"ixf": r.ixf_upper, "iyf": r.iyf_upper, "ixf_lower": r.ixf_lower, "iyf_lower": r.iyf_lower}
+        elif cfg.estimator == "renyi":
+            out = {"ixf": renyi_ixf(x, f, alpha=cfg.alpha).mi, "iyf": renyi_iyf(y, f, alpha=cfg.alpha).mi}
+        elif cfg.estimator == "categorical":
+            r = categorical_mi(torch.softmax(logits / cfg.tau, dim=1), y)
+            out = {"ixf": r.ixf, "iyf": r.iyf}
+        else:
+            r = binning_mi(f, y, bins=cfg.bins)
+            out = {"ixf": r.ixf, "iyf": r.iyf}
+    out["saturated"] = any(issubclass(w.category, InformationSaturationWarning) for w in caught)
+    return out
+
+
+def ceilings(y: torch.Tensor, cfg: InfoConfig) -> tuple[float, float]:
+    """The largest values I(X;F) and I(Y;F) can take on this probe set."""
+    p = torch.bincount(y).double() / len(y)
+    hy = float(-torch.special.xlogy(p, p).sum())
+    cx = math.log(len(y))
+    if cfg.estimator == "categorical":
+        cx = min(cx, math.log(len(p)))
+    return cx, hy
+
+
+def score_rows(rows: list[dict], cfg: InfoConfig, cx: float, cy: float) -> list[dict]:
+    """Add normalised values and the Algorithm 1 score: w_x * I(X;F)~ + w_y * I(Y;F)~."""
+    def minmax(key):
+        vals = [r[key] for r in rows]
+        lo, hi = min(vals), max(vals)
+        return [(v - lo) / (hi - lo) if hi > lo else 0.0 for v in vals]
+
+    mx, my = minmax("ixf"), minmax("iyf")
+    for r, a, b in zip(rows, mx, my):
+        r["ixf_norm"], r["iyf_norm"] = r["ixf"] / cx, r["iyf"] / cy
+        r["ixf_minmax"], r["iyf_minmax"] = a, b
+        sx, sy = {"minmax": (a, b), "ceiling": (r["ixf_norm"], r["iyf_norm"]), "raw": (r["ixf"], r["iyf"])}[cfg.scaling]
+        r["score"] = cfg.weight_x * sx + cfg.weight_y * sy
+    return rows
+
+
+def _key(ckpt: Checkpoint, data: Dataset, cfg: InfoConfig) -> str:
+    settings = {k: getattr(cfg, k) for k in _RAW_KEYS}
+    blob = json.dumps([ckpt.sha256, ckpt.model, data.fingerprint, settings], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def analyze(ckpts: list[Checkpoint], data: Dataset, cfg: InfoConfig, *, folder: str | Path | None = None,
+            device="cpu", progress: bool = True) -> list[dict]:
+    """One row per checkpoint: epoch, raw and normalised estimates, teacher accuracy, score.
+
+    With ``folder``, raw estimates are cached there and analysis.json / analysis.csv written.
+    """
+    if not ckpts:
+        raise CkptkdError("no checkpoints to analyse")
+    idx = probe_indices(data.y_train, cfg.probe_size, cfg.probe_seed)
+    x, y = data.x_train[idx], data.y_train[idx]
+    cache_path = Path(folder) / CACHE_NAME if folder else None
+    cache = _read_cache(cache_path)
+    rows = []
+    for ckpt in tqdm(ckpts, desc="analyze", disable=not progress, leave=False):
+        key = _key(ckpt, data, cfg)
+        if key not in cache:
+            model = load_model(ckpt, data.num_classes, data.in_shape)
+            f, logits = extract(model, x, cfg.features, cfg.tau, device=device)
+            cache[key] = estimate(f, logits, x.double(), y, cfg)
+            if cache_path:
+                write_json(cache_path, cache)
+        acc = ckpt.meta.get("test_acc")
+        rows.append({"epoch": ckpt.epoch, "checkpoint": ckpt.name, **cache[key], "teacher_acc": acc})
+    rows = score_rows(rows, cfg, *ceilings(y, cfg))
+    if folder:
+        write_analysis(Path(folder), rows, cfg, len(idx))
+    return rows
+
+
+def write_analysis(folder: Path, rows: list[dict], cfg: InfoConfig, probe_n: int) -> None:
+    write_json(folder / "analysis.json", {"settings": asdict(cfg), "probe_n": probe_n, "unit": "nats", "rows": rows})
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write(folder / "analysis.csv", buf.getvalue().encode())
+
+
+def _read_cache(path: Path | None) -> dict:
+    if path is None or not path.exists():
+        return {}
+    try:
+        return read_json(path)
+    except CkptkdError:
+        return {}  # a damaged cache is only a lost speed-up
+
+
+def analyze_run(run, data: Dataset, cfg: InfoConfig, device="cpu", progress: bool = True) -> list[dict]:
+    """``analyze`` over every checkpoint of a ``Run``, cached and written in its folder."""
+    return analyze(run.checkpoints(), data, cfg, folder=run.path, device=device, progress=progress)

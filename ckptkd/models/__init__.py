@@ -1,0 +1,5 @@
+"""Models: a registry of classifiers that all expose their penultimate features F."""
+from .base import Classifier, penultimate
+from .registry import create_model, list_models, register_model
+
+__all__ = ["Classifier", "penultimate", "create_model", "list_models", "register_model"]

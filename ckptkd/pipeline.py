@@ -1,0 +1,127 @@
+"""The main job, ``ckptkd run``: train a teacher with checkpoints, choose one, distill, compare.
+
+    OUT/pipeline.json           the resolved config and, when done, the results table
+    OUT/teacher/                the teacher's trajectory (a run folder)
+    OUT/students/{nokd,full,chosen}/   one run folder per student
+
+Every stage is a run folder, so ``--resume`` skips the stages that already finished.
+"""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import RunConfig, StageConfig, to_dict
+from .data import Dataset, load_dataset
+from .distill import Teacher, distill
+from .errors import CkptkdError
+from .select import choose
+from .train import evaluate, resolve_device, train
+from .trajectory import Checkpoint, Run, read_json, write_json
+from .trajectory.run import config_hash
+
+
+@dataclass
+class Row:
+    role: str  # "no KD", "full teacher", "chosen (policy)"
+    teacher: str  # which checkpoints taught, e.g. "epoch 15" or "epochs 15+30"
+    teacher_acc: float | None
+    student_acc: float
+
+
+def _train_stage(path: Path, config: dict, stage: StageConfig, data: Dataset, seed: int, device, resume: bool,
+                 progress: bool, desc: str, teacher: Teacher | None = None, kd=None) -> Run:
+    make = dict(model=stage.model, num_classes=data.num_classes, in_shape=data.in_shape,
+                data_fingerprint=data.fingerprint)
+    run = Run.create(path, config, resume=resume, **make)
+    if run.complete:
+        return run
+    if resume:  # an interrupted stage restarts from scratch
+        run = Run.create(path, config, overwrite=True, **make)
+    if teacher is None:
+        train(data, stage, seed=seed, device=device, run=run, progress=progress, desc=desc)
+    else:
+        distill(data, stage, teacher, kd, seed=seed, device=device, run=run, progress=progress, desc=desc)
+    return Run(path)
+
+
+def _open_out(out: Path, cfg: RunConfig, overwrite: bool, resume: bool) -> None:
+    want = config_hash(to_dict(cfg))
+    marker = out / "pipeline.json"
+    if out.exists() and any(out.iterdir()):
+        if not marker.exists():
+            raise CkptkdError(f"output folder {str(out)!r} is not empty and holds no ckptkd run; choose another --out")
+        same = read_json(marker).get("config_sha256") == want
+        if resume and not same:
+            raise CkptkdError(f"{str(out)!r} holds a run with a different config; --resume needs the same config, "
+                              "or pass --overwrite to replace it")
+        if not resume and not overwrite:
+            raise CkptkdError(f"output folder {str(out)!r} already holds a run; pass --resume to continue it, "
+                              "--overwrite to replace it, or choose another --out")
+        if overwrite and not resume:
+            shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(marker, {"config": to_dict(cfg), "config_sha256": want, "status": "running"})
+
+
+def pick_teachers(cfg: RunConfig, teacher_run: Run, data: Dataset, device, progress: bool = True) -> list[Checkpoint]:
+    ckpts = teacher_run.checkpoints()
+    scores = None
+    if "mi" in cfg.select.policy.split("+"):
+        from .info.analyze import analyze_run
+
+        scores = [r["score"] for r in analyze_run(teacher_run, data, cfg.info, device=device, progress=progress)]
+    return choose(cfg.select.policy, ckpts, k=cfg.select.k, scores=scores, epochs=cfg.select.checkpoints,
+                  min_spacing=cfg.select.min_spacing)
+
+
+def run_pipeline(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, resume: bool = False,
+                 progress: bool = True) -> list[Row]:
+    """Run the main job into ``out`` and return the results table."""
+    out = Path(out)
+    data = load_dataset(cfg.data)
+    device = resolve_device(cfg.device)
+    _open_out(out, cfg, overwrite, resume)
+    conf = to_dict(cfg)
+
+    teacher_run = _train_stage(out / "teacher", {"stage": "teacher", **conf}, cfg.teacher, data, cfg.seed,
+                               device, resume, progress, "teacher")
+    full = teacher_run.checkpoints()[-1]
+    chosen = pick_teachers(cfg, teacher_run, data, device, progress)
+
+    def teach(name: str, ckpts: list[Checkpoint] | None) -> Run:
+        teacher = None if ckpts is None else Teacher.from_checkpoints(ckpts, data.num_classes, data.in_shape,
+                                                                      cfg.kd.combine)
+        stage_conf = {"stage": name, "teachers": [c.epoch for c in ckpts or []], **conf}
+        return _train_stage(out / "students" / name, stage_conf, cfg.student, data, cfg.seed + 1, device,
+                            resume, progress, f"student ({name})", teacher, cfg.kd)
+
+    def teacher_acc(ckpts: list[Checkpoint]) -> float:
+        if len(ckpts) == 1 and "test_acc" in ckpts[0].meta:
+            return ckpts[0].meta["test_acc"]
+        t = Teacher.from_checkpoints(ckpts, data.num_classes, data.in_shape, cfg.kd.combine)
+        return evaluate(t, data.x_test, data.y_test, device=device)["acc"]
+
+    def label(ckpts: list[Checkpoint]) -> str:
+        return ("epoch " if len(ckpts) == 1 else "epochs ") + "+".join(str(c.epoch) for c in ckpts)
+
+    rows = [Row("no KD", "-", None, teach("nokd", None).manifest["final"]["test_acc"]),
+            Row("full teacher", label([full]), teacher_acc([full]), teach("full", [full]).manifest["final"]["test_acc"])]
+    if [c.epoch for c in chosen] == [full.epoch]:
+        rows.append(Row(f"chosen ({cfg.select.policy})", label(chosen), rows[1].teacher_acc, rows[1].student_acc))
+    else:
+        rows.append(Row(f"chosen ({cfg.select.policy})", label(chosen), teacher_acc(chosen),
+                        teach("chosen", chosen).manifest["final"]["test_acc"]))
+    write_json(out / "pipeline.json", {"config": conf, "config_sha256": config_hash(conf), "status": "complete",
+                                       "rows": [r.__dict__ for r in rows]})
+    return rows
+
+
+def format_table(rows: list[Row]) -> str:
+    head = f"{'role':<22} {'teacher':<16} {'teacher acc':>11} {'student acc':>11}"
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        t_acc = "-" if r.teacher_acc is None else f"{100 * r.teacher_acc:.2f}"
+        lines.append(f"{r.role:<22} {r.teacher:<16} {t_acc:>11} {100 * r.student_acc:>11.2f}")
+    return "\n".join(lines)

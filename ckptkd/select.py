@@ -1,0 +1,84 @@
+"""Choosing the teacher: the paper's Algorithm 1 on information scores, and the baselines.
+
+Every policy maps a trajectory (checkpoints in epoch order) to the checkpoints to teach
+from. ``a+b`` joins the picks of single policies into a snapshot ensemble, e.g.
+``halfway+last``, the paper's two-checkpoint ensemble.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from .errors import CkptkdError, closest
+from .trajectory import Checkpoint
+
+BASELINES = ("last", "halfway", "best-val")
+POLICIES = BASELINES + ("mi", "explicit")
+
+
+def last(ckpts: Sequence[Checkpoint]) -> Checkpoint:
+    return ckpts[-1]
+
+
+def halfway(ckpts: Sequence[Checkpoint]) -> Checkpoint:
+    """The checkpoint nearest half the final epoch (the earlier one on a tie)."""
+    target = ckpts[-1].epoch / 2
+    return min(ckpts, key=lambda c: (abs(c.epoch - target), c.epoch))
+
+
+def best_val(ckpts: Sequence[Checkpoint]) -> Checkpoint:
+    """Highest held-out accuracy recorded in the sidecar (the split ``fit`` evaluates on)."""
+    missing = [c.name for c in ckpts if "test_acc" not in c.meta]
+    if missing:
+        raise CkptkdError(
+            f"policy best-val needs each checkpoint's accuracy, but {missing[0]} has none "
+            "(foreign checkpoints carry no metrics); use mi, last, halfway or explicit"
+        )
+    return max(ckpts, key=lambda c: (c.meta["test_acc"], c.epoch))
+
+
+def by_epochs(ckpts: Sequence[Checkpoint], epochs: Sequence[int]) -> list[Checkpoint]:
+    found = {c.epoch: c for c in ckpts}
+    missing = [e for e in epochs if e not in found]
+    if missing:
+        raise CkptkdError(f"no checkpoint at epoch {missing[0]}; the trajectory has epochs {sorted(found)}")
+    return [found[e] for e in epochs]
+
+
+def top_k(ckpts: Sequence[Checkpoint], scores: Sequence[float], k: int = 1, min_spacing: int = 0) -> list[Checkpoint]:
+    """Greedy: highest score first, skipping checkpoints within ``min_spacing`` epochs of a pick."""
+    if len(scores) != len(ckpts):
+        raise ValueError(f"{len(scores)} scores for {len(ckpts)} checkpoints")
+    if k < 1:
+        raise CkptkdError(f"k must be at least 1, got {k}")
+    picked: list[Checkpoint] = []
+    for score, c in sorted(zip(scores, ckpts), key=lambda sc: (-sc[0], -sc[1].epoch)):
+        if all(abs(c.epoch - p.epoch) >= max(min_spacing, 1) for p in picked):
+            picked.append(c)
+        if len(picked) == k:
+            break
+    if len(picked) < k:
+        raise CkptkdError(
+            f"cannot pick {k} checkpoints at least {min_spacing} epochs apart from {len(ckpts)}; "
+            "lower k or the spacing"
+        )
+    return sorted(picked, key=lambda c: c.epoch)
+
+
+def choose(policy: str, ckpts: Sequence[Checkpoint], *, k: int = 1, scores: Sequence[float] | None = None,
+           epochs: Sequence[int] = (), min_spacing: int = 0) -> list[Checkpoint]:
+    """The teacher checkpoints that ``policy`` picks. ``mi`` needs the Algorithm 1 ``scores``."""
+    if not ckpts:
+        raise CkptkdError("the trajectory has no checkpoints to choose from")
+    if "+" in policy:
+        picks = [c for part in policy.split("+") for c in choose(part, ckpts, scores=scores, epochs=epochs)]
+        return sorted({c.epoch: c for c in picks}.values(), key=lambda c: c.epoch)
+    if policy == "mi":
+        if scores is None:
+            raise ValueError("policy mi needs scores (see ckptkd.info.analyze)")
+        return top_k(ckpts, scores, k, min_spacing)
+    if policy == "explicit":
+        return by_epochs(ckpts, epochs)
+    single = {"last": last, "halfway": halfway, "best-val": best_val}
+    if policy not in single:
+        raise CkptkdError(f"unknown policy {policy!r}{closest(policy, POLICIES)}; use one of {', '.join(POLICIES)}")
+    return [single[policy](ckpts)]

@@ -1,0 +1,130 @@
+"""The training loop: one function, read top to bottom.
+
+The loss comes from a *method* object (``CrossEntropy`` here, ``KD`` in ``ckptkd.distill``)
+that returns its losses as a dict; the loop sums them. Teacher training, distillation and
+the no-KD baseline all run through ``fit``.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from .config import StageConfig
+from .data import Dataset
+from .errors import CkptkdError
+from .models import create_model
+from .trajectory import Run
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise CkptkdError(f"device {name!r} asked for, but this torch sees no CUDA GPU; use --device cpu")
+    return torch.device(name)
+
+
+class CrossEntropy:
+    """Plain supervised loss: the teacher's, and the student trained without KD."""
+
+    def __call__(self, model, x, y, idx, epoch):
+        logits = model(x)
+        return logits, {"ce": F.cross_entropy(logits, y)}
+
+
+@torch.no_grad()
+def evaluate(model, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024, device="cpu") -> dict:
+    """Top-1 accuracy and mean cross-entropy of ``model`` (any callable returning logits)."""
+    if isinstance(model, nn.Module):
+        model.eval()
+    loss, correct = 0.0, 0
+    for i in range(0, len(x), batch_size):
+        xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
+        logits = model(xb).float()
+        loss += F.cross_entropy(logits, yb, reduction="sum").item()
+        correct += (logits.argmax(1) == yb).sum().item()
+    return {"loss": loss / len(x), "acc": correct / len(x)}
+
+
+def lr_factor(stage: StageConfig, step: int, steps_per_epoch: int) -> float:
+    """Multiplier of the base learning rate at optimizer step ``step``."""
+    if stage.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * step / (stage.epochs * steps_per_epoch)))
+    epoch = step // steps_per_epoch + 1
+    return stage.gamma ** sum(epoch > m for m in stage.milestones)
+
+
+def fit(model: nn.Module, method, data: Dataset, stage: StageConfig, *, seed: int, device="cpu",
+        run: Run | None = None, progress: bool = True, desc: str = "train") -> dict:
+    """Train ``model`` in place with SGD for ``stage.epochs``; return the last epoch's metrics.
+
+    With ``run``, every epoch is logged to metrics.jsonl and a checkpoint is saved every
+    ``stage.save_every`` epochs and at the end.
+    """
+    device = torch.device(device)
+    model.to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=stage.lr, momentum=stage.momentum,
+                          nesterov=stage.nesterov and stage.momentum > 0, weight_decay=stage.weight_decay)
+    n = len(data.x_train)
+    batches_per_epoch = n // stage.batch_size + (n % stage.batch_size > 1)  # a last batch of 1 breaks BatchNorm
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(stage, s, batches_per_epoch))
+    order = torch.Generator().manual_seed(seed)
+    step, record = 0, {}
+    bar = tqdm(range(1, stage.epochs + 1), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    for epoch in bar:
+        model.train()
+        t0 = time.perf_counter()
+        views = data.augment.params(n, data.in_shape, seed, epoch)
+        perm = torch.randperm(n, generator=order)[: n - (n % stage.batch_size == 1)]
+        seen, loss_sum, correct = 0, 0.0, 0
+        for idx in perm.split(stage.batch_size):
+            x = data.augment.apply(data.x_train[idx], {k: v[idx] for k, v in views.items()}).to(device)
+            y = data.y_train[idx].to(device)
+            logits, losses = method(model, x, y, idx, epoch)
+            loss = sum(losses.values())
+            if not torch.isfinite(loss):
+                raise CkptkdError(
+                    f"training diverged: the loss is {loss.item()} at epoch {epoch}, step {step}; "
+                    f"lower the learning rate (now {opt.param_groups[0]['lr']:.3g})"
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            seen += len(idx)
+            loss_sum += loss.item() * len(idx)
+            correct += (logits.argmax(1) == y).sum().item()
+        test = evaluate(model, data.x_test, data.y_test, device=device)
+        record = {"epoch": epoch, "step": step, "lr": opt.param_groups[0]["lr"],
+                  "train_loss": loss_sum / seen, "train_acc": correct / seen,
+                  "test_loss": test["loss"], "test_acc": test["acc"],
+                  "samples_per_s": seen / (time.perf_counter() - t0)}
+        bar.set_postfix(loss=f"{record['train_loss']:.3f}", acc=f"{test['acc']:.3f}",
+                        sps=f"{record['samples_per_s']:.0f}")
+        if run is not None:
+            run.log(record)
+            if epoch == stage.epochs or (stage.save_every and epoch % stage.save_every == 0):
+                run.save_checkpoint(model.state_dict(), epoch, record)
+    return record
+
+
+def build_model(spec: str, data: Dataset, seed: int) -> nn.Module:
+    """A freshly initialised model; its initial weights depend on ``seed`` alone."""
+    torch.manual_seed(seed)
+    return create_model(spec, data.num_classes, data.in_shape)
+
+
+def train(data: Dataset, stage: StageConfig, *, seed: int = 0, device="cpu", run: Run | None = None,
+          progress: bool = True, desc: str = "teacher") -> tuple[nn.Module, dict]:
+    """Train ``stage.model`` from scratch with cross-entropy; the teacher trajectory."""
+    model = build_model(stage.model, data, seed)
+    record = fit(model, CrossEntropy(), data, stage, seed=seed, device=device, run=run, progress=progress, desc=desc)
+    if run is not None:
+        run.mark("complete", final=record)
+    return model, record

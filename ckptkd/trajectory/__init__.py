@@ -1,0 +1,98 @@
+"""The trajectory: checkpoints of a training run, ours or another tool's, and loading them."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import CkptkdError
+from ..models import create_model
+from .foreign import SUFFIXES, epoch_of, foreign_files, match_keys, read_torch_state_dict
+from .io import atomic_write, load_weights, read_json, save_weights, sha256_file, write_json
+from .run import Checkpoint, Run
+
+__all__ = ["Checkpoint", "Run", "open_trajectory", "open_checkpoint", "load_model", "atomic_write",
+           "save_weights", "load_weights", "read_json", "write_json"]
+
+
+def open_trajectory(path: str | Path, model: str | None = None) -> list[Checkpoint]:
+    """Checkpoints of a ckptkd run folder, or of a folder of foreign state_dict files.
+
+    Foreign files need ``model``, the architecture spec; their order is the epoch in the name.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise CkptkdError(f"trajectory {str(path)!r} is not a folder; give a run folder or a folder of checkpoints")
+    if (path / "manifest.json").exists():
+        ckpts = Run(path).checkpoints()
+        if model:
+            for c in ckpts:
+                c.model = model
+    else:
+        files = foreign_files(path)
+        if not files:
+            raise CkptkdError(
+                f"{str(path)!r} holds no ckptkd run and no checkpoint files ({', '.join(SUFFIXES)})"
+            )
+        if not model:
+            raise CkptkdError(f"{str(path)!r} holds foreign checkpoints; say their architecture with --model")
+        ckpts = [Checkpoint(p, epoch_of(p, i), {}, model, sha256_file(p)) for i, p in enumerate(files)]
+    if not ckpts:
+        raise CkptkdError(f"run {str(path)!r} has no valid checkpoint yet")
+    return ckpts
+
+
+def open_checkpoint(path: str | Path, model: str | None = None) -> Checkpoint:
+    """One checkpoint file: our safetensors (its sidecar names the model) or a foreign file."""
+    path = Path(path)
+    if path.is_dir():
+        raise CkptkdError(f"{str(path)!r} is a folder; give a checkpoint file (e.g. RUN/checkpoints/epoch_0030.safetensors)")
+    if not path.exists():
+        raise CkptkdError(f"checkpoint {str(path)!r} does not exist")
+    if path.suffix == ".safetensors":
+        sidecar = path.with_suffix(".json")
+        meta = {}
+        if sidecar.exists():
+            meta = read_json(sidecar)
+        if not (model or meta.get("model")):
+            raise CkptkdError(f"checkpoint {str(path)!r} has no sidecar naming its model; pass the architecture")
+        return Checkpoint(path, int(meta.get("epoch", 0)), meta, model or meta["model"], meta.get("sha256"))
+    if path.suffix not in SUFFIXES:
+        raise CkptkdError(f"{str(path)!r} is not a checkpoint file (.safetensors, {', '.join(SUFFIXES)})")
+    if not model:
+        raise CkptkdError(f"{str(path)!r} is a foreign checkpoint; say its architecture (--teacher-model / --model)")
+    return Checkpoint(path, epoch_of(path, 0), {}, model, None)
+
+
+def state_dict_of(ckpt: Checkpoint) -> dict[str, torch.Tensor]:
+    if ckpt.path.suffix == ".safetensors":
+        return ckpt.state_dict()
+    return read_torch_state_dict(ckpt.path)
+
+
+def load_model(ckpt: Checkpoint, num_classes: int, in_shape: tuple[int, ...]) -> nn.Module:
+    """Build ``ckpt.model`` and load the checkpoint's weights into it, in eval mode."""
+    model = create_model(ckpt.model, num_classes, in_shape)
+    wanted = set(model.state_dict())
+    state = match_keys(state_dict_of(ckpt), wanted)
+    missing = sorted(wanted - set(state))
+    unexpected = sorted(set(state) - wanted)
+    if missing or unexpected:
+        raise CkptkdError(
+            f"checkpoint {str(ckpt.path)!r} does not match architecture {ckpt.model!r} "
+            f"({len(missing)} missing keys e.g. {missing[:2]}, {len(unexpected)} unexpected e.g. {unexpected[:2]}); "
+            "give the architecture it was trained with"
+        )
+    mine = model.state_dict()
+    bad = [k for k in wanted if state[k].shape != mine[k].shape]
+    if bad:
+        k = sorted(bad)[0]
+        hint = " (the class counts differ: the data has a different number of classes)" if k.endswith(
+            ("fc.weight", "fc.bias")) else ""
+        raise CkptkdError(
+            f"checkpoint {str(ckpt.path)!r} does not fit {ckpt.model!r}: {k} is {tuple(state[k].shape)} "
+            f"but the model expects {tuple(mine[k].shape)}{hint}"
+        )
+    model.load_state_dict(state)
+    return model.eval()

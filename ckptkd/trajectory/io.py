@@ -1,0 +1,97 @@
+"""Atomic file writes and safe weight files.
+
+A file is written to a temporary name in the same folder, fsynced, then renamed over the
+target, so a reader sees the old file or the new one, never half of one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from ..errors import CkptkdError
+
+
+def atomic_write(path: str | Path, data: bytes) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    # the rename itself is only durable once the directory entry is flushed
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_json(path: str | Path, obj) -> None:
+    atomic_write(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def read_json(path: str | Path):
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise CkptkdError(f"{str(path)!r} does not exist") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CkptkdError(f"{str(path)!r} is not valid JSON ({e}); the file is damaged") from None
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_weights(path: str | Path, state_dict: dict[str, torch.Tensor]) -> str:
+    """Write a state_dict as safetensors, atomically; return the file's sha256."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    data = st_save(tensors)
+    atomic_write(path, data)
+    return sha256_bytes(data)
+
+
+def load_weights(path: str | Path, expected_sha256: str | None = None) -> dict[str, torch.Tensor]:
+    """Read a safetensors file, checking its hash when one is given."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise CkptkdError(f"checkpoint {str(path)!r} does not exist") from None
+    if expected_sha256 is not None and sha256_bytes(data) != expected_sha256:
+        raise CkptkdError(
+            f"checkpoint {str(path)!r} does not match the sha256 in its sidecar; it is truncated or was modified"
+        )
+    try:
+        return st_load(data)
+    except (SafetensorError, ValueError, RuntimeError) as e:
+        raise CkptkdError(f"checkpoint {str(path)!r} is not a valid safetensors file ({e})") from None
