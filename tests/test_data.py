@@ -1,0 +1,256 @@
+"""Datasets by spec string, their checks, and the per-sample deterministic augmentation."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ckptkd import CkptkdError, DataConfig, load_dataset
+from ckptkd.data import Augment
+from ckptkd.data.augment import default_augment
+from ckptkd.data.cifar import write_fake_cifar
+
+
+def _write_npz(path, **arrays):
+    np.savez(path, **arrays)
+    return f"npz:{path}"
+
+
+def _arrays(n=20, n_test=8, shape=(1, 16), classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return dict(x=rng.normal(size=(n, *shape)).astype(np.float32), y=np.arange(n) % classes,
+                x_test=rng.normal(size=(n_test, *shape)).astype(np.float32), y_test=np.arange(n_test) % classes)
+
+
+# ---------------------------------------------------------------- mnist1d
+
+
+def test_mnist1d_is_signals_of_length_40_in_10_classes():
+    data = load_dataset(DataConfig(spec="mnist1d", num_samples=400))
+    assert data.x_train.shape == (320, 1, 40) and data.x_test.shape == (80, 1, 40)
+    assert data.x_train.dtype == torch.float32 and data.y_train.dtype == torch.int64
+    assert data.num_classes == 10
+    assert data.in_shape == (1, 40)
+
+
+def test_mnist1d_fingerprint_is_stable_across_loads():
+    a = load_dataset(DataConfig(spec="mnist1d", num_samples=400))
+    b = load_dataset(DataConfig(spec="mnist1d", num_samples=400))
+    assert a.fingerprint == b.fingerprint
+    assert torch.equal(a.x_train, b.x_train)
+
+
+def test_mnist1d_other_seed_gives_other_data():
+    a = load_dataset(DataConfig(spec="mnist1d", num_samples=400, seed=0))
+    b = load_dataset(DataConfig(spec="mnist1d", num_samples=400, seed=1))
+    assert a.fingerprint != b.fingerprint
+
+
+def test_mnist1d_generation_leaves_numpy_global_rng_alone():
+    np.random.seed(123)
+    expected = np.random.rand()
+    np.random.seed(123)
+    load_dataset(DataConfig(spec="mnist1d", num_samples=400, seed=7))
+    assert np.random.rand() == expected
+
+
+# ---------------------------------------------------------------- digits
+
+
+def test_digits_are_one_channel_8x8_images(digits):
+    assert digits.x_train.shape[1:] == (1, 8, 8)
+    assert len(digits.x_train) + len(digits.x_test) == 1797
+    assert digits.num_classes == 10
+
+
+def test_digits_split_is_stratified(digits):
+    train_counts = torch.bincount(digits.y_train, minlength=10).double()
+    test_counts = torch.bincount(digits.y_test, minlength=10).double()
+    fraction = test_counts / (train_counts + test_counts)
+    assert torch.allclose(fraction, torch.full((10,), 0.2, dtype=torch.float64), atol=0.01)
+
+
+def test_digits_do_not_flip(digits):
+    # a mirrored 2 is not a 2: glyphs only shift
+    assert digits.augment.flip is False and digits.augment.shift == 1
+
+
+# ---------------------------------------------------------------- npz and user functions
+
+
+def test_npz_file_loads_as_given(tmp_path):
+    arrays = _arrays(shape=(2, 16))
+    data = load_dataset(_write_npz(tmp_path / "d.npz", **arrays))
+    assert data.x_train.shape == (20, 2, 16)
+    assert np.array_equal(data.x_train.numpy(), arrays["x"])
+    assert data.num_classes == 3
+
+
+def test_npz_feature_vectors_get_a_channel_axis(tmp_path):
+    arrays = _arrays()
+    arrays["x"], arrays["x_test"] = arrays["x"][:, 0], arrays["x_test"][:, 0]  # (N, 16)
+    data = load_dataset(_write_npz(tmp_path / "d.npz", **arrays))
+    assert data.x_train.shape == (20, 1, 16) and data.x_test.shape == (8, 1, 16)
+
+
+def test_user_function_spec_loads_a_module_from_the_path(tmp_path, monkeypatch):
+    (tmp_path / "my_ckptkd_dataset.py").write_text(
+        "import torch\n"
+        "def make():\n"
+        "    g = torch.Generator().manual_seed(0)\n"
+        "    return (torch.randn(30, 1, 12, generator=g), torch.arange(30) % 2,\n"
+        "            torch.randn(10, 1, 12, generator=g), torch.arange(10) % 2)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    data = load_dataset("my_ckptkd_dataset:make")
+    assert data.x_train.shape == (30, 1, 12) and data.num_classes == 2
+
+
+def test_user_function_that_cannot_be_imported_is_an_error():
+    with pytest.raises(CkptkdError, match="cannot import dataset"):
+        load_dataset("no_such_module_xyz:make")
+
+
+# ---------------------------------------------------------------- image folders
+
+
+def test_cifar10_folder_is_standardised_per_channel(tmp_path):
+    write_fake_cifar(tmp_path, 10, n_train=50, n_test=10, seed=0)
+    data = load_dataset(f"cifar10:{tmp_path}")
+    assert data.x_train.shape == (50, 3, 32, 32) and data.x_test.shape == (10, 3, 32, 32)
+    mean = data.x_train.mean(dim=(0, 2, 3))
+    std = data.x_train.std(dim=(0, 2, 3), unbiased=False)
+    assert torch.allclose(mean, torch.zeros(3), atol=1e-4)
+    assert torch.allclose(std, torch.ones(3), atol=1e-3)
+    assert data.augment.flip  # natural images flip
+
+
+def test_imagefolder_reads_pngs_one_class_per_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    for cls in ("cat", "dog"):
+        (tmp_path / cls).mkdir()
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)).save(tmp_path / cls / f"{i}.png")
+    data = load_dataset(DataConfig(spec=f"imagefolder:{tmp_path}", test_fraction=0.25))
+    assert data.x_train.shape == (6, 3, 6, 6) and data.x_test.shape == (2, 3, 6, 6)
+    assert data.num_classes == 2
+    assert sorted(data.y_test.tolist()) == [0, 1]
+
+
+def test_imagefolder_resizes_to_image_size(tmp_path):
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        for i, side in enumerate((5, 9)):
+            Image.new("RGB", (side, side), (i * 100, 0, 0)).save(tmp_path / cls / f"{i}.png")
+    data = load_dataset(DataConfig(spec=f"imagefolder:{tmp_path}", image_size=4, test_fraction=0.5))
+    assert data.in_shape == (3, 4, 4)
+
+
+# ---------------------------------------------------------------- bad data
+
+
+def test_nan_inputs_are_refused(tmp_path):
+    arrays = _arrays()
+    arrays["x"][3, 0, 5] = np.nan
+    with pytest.raises(CkptkdError, match="NaN"):
+        load_dataset(_write_npz(tmp_path / "d.npz", **arrays))
+
+
+def test_negative_labels_are_refused(tmp_path):
+    arrays = _arrays()
+    arrays["y"][0] = -1
+    with pytest.raises(CkptkdError, match="labels must be >= 0"):
+        load_dataset(_write_npz(tmp_path / "d.npz", **arrays))
+
+
+def test_inputs_and_labels_of_different_length_are_refused(tmp_path):
+    arrays = _arrays()
+    arrays["y"] = arrays["y"][:-1]
+    with pytest.raises(CkptkdError, match="20 inputs but 19 labels"):
+        load_dataset(_write_npz(tmp_path / "d.npz", **arrays))
+
+
+def test_empty_split_is_refused(tmp_path):
+    arrays = _arrays()
+    arrays["x_test"], arrays["y_test"] = arrays["x_test"][:0], arrays["y_test"][:0]
+    with pytest.raises(CkptkdError, match="test split is empty"):
+        load_dataset(_write_npz(tmp_path / "d.npz", **arrays))
+
+
+def test_unknown_dataset_suggests_the_closest_name():
+    with pytest.raises(CkptkdError, match="did you mean 'mnist1d'"):
+        load_dataset("mnist1")
+
+
+def test_npz_without_the_four_arrays_names_what_is_missing(tmp_path):
+    arrays = _arrays()
+    del arrays["y_test"]
+    with pytest.raises(CkptkdError, match=r"lacks arrays \['y_test'\]"):
+        load_dataset(_write_npz(tmp_path / "d.npz", **arrays))
+
+
+def test_missing_npz_file_is_an_error(tmp_path):
+    with pytest.raises(CkptkdError, match="does not exist"):
+        load_dataset(f"npz:{tmp_path / 'nope.npz'}")
+
+
+# ---------------------------------------------------------------- augmentation
+
+SIGNAL_AUG = Augment(shift=3, noise=0.1)
+
+
+def _signals(n=10, length=40):
+    return torch.randn(n, 1, length, generator=torch.Generator().manual_seed(0))
+
+
+def test_a_samples_view_does_not_depend_on_its_batch():
+    x = _signals()
+    p = SIGNAL_AUG.params(len(x), (1, 40), seed=0, epoch=1)
+    idx = torch.tensor([3, 7])
+    alone = SIGNAL_AUG.apply(x[idx], {k: v[idx] for k, v in p.items()})
+    together = SIGNAL_AUG.apply(x, p)[idx]
+    assert torch.equal(alone, together)
+
+
+def test_views_differ_across_epochs():
+    x = _signals()
+    a = SIGNAL_AUG.apply(x, SIGNAL_AUG.params(len(x), (1, 40), seed=0, epoch=1))
+    b = SIGNAL_AUG.apply(x, SIGNAL_AUG.params(len(x), (1, 40), seed=0, epoch=2))
+    assert not torch.equal(a, b)
+
+
+def test_views_repeat_for_the_same_seed_and_epoch():
+    x = _signals()
+    a = SIGNAL_AUG.apply(x, SIGNAL_AUG.params(len(x), (1, 40), seed=5, epoch=3))
+    b = SIGNAL_AUG.apply(x, SIGNAL_AUG.params(len(x), (1, 40), seed=5, epoch=3))
+    assert torch.equal(a, b)
+
+
+def test_disabled_augmentation_is_the_identity():
+    x = _signals()
+    aug = Augment()
+    assert not aug.enabled
+    assert aug.apply(x, aug.params(len(x), (1, 40), seed=0, epoch=1)) is x
+    assert not load_dataset(DataConfig(spec="digits", augment=False)).augment.enabled
+
+
+def test_image_flip_and_shift_keep_the_shape():
+    x = torch.randn(5, 3, 32, 32)
+    aug = default_augment("image", (3, 32, 32))
+    out = aug.apply(x, aug.params(5, (3, 32, 32), seed=0, epoch=1))
+    assert out.shape == x.shape
+
+
+def test_image_flip_mirrors_the_flipped_samples():
+    x = torch.randn(8, 3, 6, 6)
+    aug = Augment(flip=True)
+    p = aug.params(8, (3, 6, 6), seed=0, epoch=1)
+    out = aug.apply(x, p)
+    assert p["flip"].any() and not p["flip"].all()
+    for i in range(8):
+        assert torch.equal(out[i], x[i].flip(-1) if p["flip"][i] else x[i])
+
+
+def test_signal_shift_moves_the_signal_and_fills_with_zeros():
+    x = torch.arange(1, 11, dtype=torch.float32).view(1, 1, 10)
+    out = Augment(shift=2).apply(x, {"shift": torch.tensor([[2]])})
+    assert out.flatten().tolist() == [3, 4, 5, 6, 7, 8, 9, 10, 0, 0]
