@@ -79,7 +79,9 @@ def fit(model: nn.Module, method, data: Dataset, stage: StageConfig, *, seed: in
     for epoch in bar:
         model.train()
         t0 = time.perf_counter()
-        views = data.augment.params(n, data.in_shape, seed, epoch)
+        # views depend on the data's seed, not the model's: every student of a study sees the
+        # same augmented samples, so teacher outputs for them can be computed once and shared
+        views = data.augment.params(n, data.in_shape, data.view_seed, epoch)
         perm = torch.randperm(n, generator=order)[: n - (n % stage.batch_size == 1)]
         seen, loss_sum, correct = 0, 0.0, 0
         for idx in perm.split(stage.batch_size):

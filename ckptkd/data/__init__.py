@@ -32,6 +32,7 @@ class Dataset:
     num_classes: int
     augment: Augment
     fingerprint: str  # sha256 of the arrays: what a cached teacher output or analysis is keyed on
+    view_seed: int = 0  # seeds the augmented views; shared by every model trained on this data
 
     @property
     def in_shape(self) -> tuple[int, ...]:
@@ -92,6 +93,7 @@ def load_dataset(cfg: DataConfig | str) -> Dataset:
         num_classes=num_classes,
         augment=aug,
         fingerprint=fp.hexdigest(),
+        view_seed=cfg.seed,
     )
 
 
