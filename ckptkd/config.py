@@ -25,6 +25,7 @@ class DataConfig:
     test_fraction: float = 0.2  # digits and imagefolder without a train/test split
     image_size: Optional[int] = None  # imagefolder: resize to a square of this side
     augment: bool = True  # random shift (+ flip for natural images, + noise for signals)
+    label_noise: float = 0.0  # share of training labels replaced by a random other class (seeded)
 
 
 @dataclass
@@ -111,6 +112,27 @@ class RunConfig:
     device: str = "auto"
 
 
+@dataclass
+class StudyConfig:
+    """A grid of cells that measures whether intermediate teachers and the selection work.
+
+    Trajectory = the first teacher seed; the other teacher seeds give the full ensemble.
+    Every checkpoint of the trajectory teaches ``len(student_seeds)`` students.
+    """
+
+    name: str = "study"
+    data: DataConfig = field(default_factory=DataConfig)
+    teacher: StageConfig = field(default_factory=lambda: StageConfig(model="cnn1d_l", epochs=30, save_every=3))
+    student: StageConfig = field(default_factory=lambda: StageConfig(model="cnn1d_xs", epochs=30))
+    kd: KDConfig = field(default_factory=KDConfig)
+    info: InfoConfig = field(default_factory=InfoConfig)
+    teacher_seeds: list[int] = field(default_factory=lambda: [0, 1])
+    student_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    ensemble_size: int = 2
+    estimators: list[str] = field(default_factory=lambda: ["kde", "renyi", "categorical", "binning"])
+    device: str = "auto"
+
+
 # ---------------------------------------------------------------- parsing
 
 
@@ -159,7 +181,12 @@ def _coerce(tp, value, path: str):
     }[tp]
     if not ok(value):
         raise CkptkdError(f"config key {path!r} must be {tp.__name__}, got {value!r}")
-    return float(value) if tp is float else value
+    if tp is float:
+        try:
+            return float(value)
+        except OverflowError:  # an int beyond float range (YAML reads any number of digits)
+            raise CkptkdError(f"config key {path!r} is too large for a float") from None
+    return value
 
 
 def to_dict(cfg) -> dict:
@@ -206,6 +233,7 @@ def validate(cfg) -> None:
         _check(cfg.num_samples >= 20, f"data.num_samples must be at least 20, got {cfg.num_samples}")
         _check(0 < cfg.test_fraction < 1, f"data.test_fraction must be in (0, 1), got {cfg.test_fraction}")
         _check(cfg.image_size is None or cfg.image_size > 0, "data.image_size must be positive")
+        _check(0 <= cfg.label_noise < 1, f"data.label_noise must be in [0, 1), got {cfg.label_noise}")
     elif isinstance(cfg, StageConfig):
         _check(cfg.epochs > 0, f"epochs must be a positive integer, got {cfg.epochs}")
         _check(cfg.batch_size > 1, f"batch_size must be at least 2 (BatchNorm needs it), got {cfg.batch_size}")
@@ -238,6 +266,17 @@ def validate(cfg) -> None:
         _check(cfg.bins >= 2, f"info.bins must be at least 2, got {cfg.bins}")
         _check(cfg.weight_x >= 0 and cfg.weight_y >= 0 and cfg.weight_x + cfg.weight_y > 0,
                "info.weight_x and info.weight_y must be >= 0 and not both 0")
+    elif isinstance(cfg, StudyConfig):
+        _check(len(cfg.teacher_seeds) >= 1, "study teacher_seeds needs at least one seed")
+        _check(len(set(cfg.teacher_seeds)) == len(cfg.teacher_seeds), "study teacher_seeds must be distinct")
+        _check(len(cfg.student_seeds) >= 1 and len(set(cfg.student_seeds)) == len(cfg.student_seeds),
+               "study student_seeds must be one or more distinct seeds")
+        _check(2 <= cfg.ensemble_size <= len(cfg.teacher_seeds),
+               f"study ensemble_size must be between 2 and the number of teacher_seeds ({len(cfg.teacher_seeds)}), "
+               f"got {cfg.ensemble_size}; add teacher seeds for a bigger full ensemble")
+        for e in cfg.estimators:
+            _one_of("study estimators", e, ("kde", "renyi", "categorical", "binning"))
+        _check(cfg.teacher.save_every > 0, "study teacher.save_every must be positive: the study needs checkpoints")
     if hasattr(cfg, "device"):
         _check(cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:"),
                f"device must be auto, cpu or cuda[:N], got {cfg.device!r}")

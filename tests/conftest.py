@@ -8,9 +8,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from ckptkd import DataConfig, Run, StageConfig, load_dataset, train
 from ckptkd.config import to_dict
+
+# the test models are tiny: one thread is faster, and immune to other processes on the cores
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session", autouse=True)

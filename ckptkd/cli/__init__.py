@@ -110,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--min-spacing", type=int, default=0, help="minimum epochs between picks")
             p.add_argument("--policy", default="mi", help="mi (default), last, halfway, best-val, or a+b")
 
+    p = sub.add_parser("study", help="run a study grid (resumable) and write its tables and plots")
+    p.add_argument("config_file", help="study YAML (see configs/studies/)")
+    p.add_argument("--out", help="study folder (default runs/studies/NAME)")
+    p.add_argument("--jobs", type=int, default=1, help="cells run in parallel processes (1 thread each)")
+    p.add_argument("--device", dest="device", help="auto, cpu or cuda[:N]")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
     sub.add_parser("models", help="list the registered architectures")
     return parser
 

@@ -172,6 +172,24 @@ def select(args, overrides):
     print(f"chosen ({args.policy}, k={args.k}): " + ", ".join(f"epoch {c.epoch} ({c.path})" for c in picked))
 
 
+def study(args, overrides):
+    from ..config import StudyConfig
+    from ..report.study import plot_study, render_markdown, write_tables
+    from ..study import run_study
+    from ..train import resolve_device
+
+    cfg = load_config(StudyConfig, args.config_file, overrides)
+    out = Path(args.out or Path("runs") / "studies" / cfg.name)
+    if args.jobs < 1:
+        raise CkptkdError(f"--jobs must be at least 1, got {args.jobs}")
+    device = str(resolve_device(cfg.device))
+    results = run_study(cfg, out, jobs=args.jobs, device=device, progress=_progress(args))
+    write_tables(results, out)
+    plot_study(results, out)
+    print(render_markdown(results))
+    print(f"wrote {out}/tables.md, tables.json, table_*.csv, student_vs_epoch.png, information_plane.png")
+
+
 def models(args, overrides):
     from ..models import list_models
 

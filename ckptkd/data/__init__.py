@@ -79,6 +79,8 @@ def load_dataset(cfg: DataConfig | str) -> Dataset:
         mean, std = x.mean(axes, keepdims=True), x.std(axes, keepdims=True) + 1e-8
         x, xt = (x - mean) / std, (xt - mean) / std
     num_classes = int(max(y.max(), yt.max())) + 1
+    if cfg.label_noise:
+        y = flip_labels(y, num_classes, cfg.label_noise, cfg.seed)
     fp = hashlib.sha256()
     for a in (x, y, xt, yt):
         fp.update(str(a.shape).encode())
@@ -95,6 +97,15 @@ def load_dataset(cfg: DataConfig | str) -> Dataset:
         fingerprint=fp.hexdigest(),
         view_seed=cfg.seed,
     )
+
+
+def flip_labels(y: np.ndarray, num_classes: int, share: float, seed: int) -> np.ndarray:
+    """Replace ``share`` of the labels by a uniformly drawn *other* class (symmetric noise)."""
+    rng = np.random.default_rng(seed + 7919)
+    y = y.copy()
+    picked = rng.choice(len(y), size=int(round(share * len(y))), replace=False)
+    y[picked] = (y[picked] + rng.integers(1, num_classes, size=len(picked))) % num_classes
+    return y
 
 
 def _check_arrays(spec: str, x, y, xt, yt) -> None:

@@ -1,0 +1,248 @@
+"""The study's tables (mean ± std over student seeds) and plots, from results.json alone.
+
+Tables follow the paper: full vs intermediate teacher (its Table 1), full vs snapshot
+ensemble (its Table 2), plus the selection table that measures Algorithm 1 and every other
+scoring rule against the best checkpoint in hindsight.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+from ..trajectory import atomic_write
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    m = sum(values) / len(values)
+    if len(values) < 2:
+        return m, 0.0
+    return m, math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
+
+
+def ranks(values: list[float]) -> list[float]:
+    """Ranks from 1, ties sharing their average rank."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    out = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            out[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return out
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    """Spearman's rank correlation: Pearson's r of the ranks (nan when a side is constant)."""
+    ra, rb = ranks(a), ranks(b)
+    ma, mb = sum(ra) / len(ra), sum(rb) / len(rb)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb))
+    va, vb = sum((x - ma) ** 2 for x in ra), sum((y - mb) ** 2 for y in rb)
+    return cov / math.sqrt(va * vb) if va > 0 and vb > 0 else float("nan")
+
+
+def groups(results: dict) -> dict[str, dict]:
+    """Student results by group (``nokd``, ``ckpt-0012``, ``ens-full``, ...): accuracies over seeds."""
+    by = defaultdict(list)
+    for r in results["students"]:
+        by[r["cell"].split("/")[1]].append(r)
+    out = {}
+    for name, rs in by.items():
+        m, s = mean_std([r["acc"] for r in rs])
+        out[name] = {"mean": m, "std": s, "n": len(rs), "teacher_acc": rs[0].get("teacher_acc"),
+                     "teacher_epochs": rs[0].get("teacher_epochs", [])}
+    return out
+
+
+def fmt(m: float, s: float) -> str:
+    return f"{100 * m:.2f} ± {100 * s:.2f}"
+
+
+def checkpoint_rows(results: dict) -> list[dict]:
+    """One row per trajectory checkpoint: teacher metrics, information estimates, students."""
+    g = groups(results)
+    est = results["config"]["info"]["estimator"]
+    info = {r["epoch"]: r for r in results["analysis"][est]}
+    rows = []
+    for t in results["trajectory"]:
+        s = g[f"ckpt-{t['epoch']:04d}"]
+        rows.append({"epoch": t["epoch"], "teacher_train_acc": t["train_acc"], "teacher_acc": t["test_acc"],
+                     "ixf": info[t["epoch"]]["ixf"], "iyf": info[t["epoch"]]["iyf"],
+                     "score": info[t["epoch"]]["score"], "student_mean": s["mean"], "student_std": s["std"]})
+    return rows
+
+
+def noise(results: dict) -> float:
+    """Seed noise: the pooled standard deviation of the per-checkpoint students."""
+    stds = [r["student_std"] for r in checkpoint_rows(results)]
+    return math.sqrt(sum(s * s for s in stds) / len(stds))
+
+
+def table_intermediate(results: dict) -> list[dict]:
+    rows = checkpoint_rows(results)
+    g = groups(results)
+    full = rows[-1]
+    final = full["epoch"]
+    half = min(rows, key=lambda r: (abs(r["epoch"] - final / 2), r["epoch"]))
+    best = max(rows[:-1], key=lambda r: r["student_mean"])
+    out = [{"teacher": "none (no KD)", "epoch": None, "teacher_acc": None,
+            "student_mean": g["nokd"]["mean"], "student_std": g["nokd"]["std"]}]
+    for name, r in (("full (last)", full), ("halfway", half), ("best intermediate", best)):
+        out.append({"teacher": name, "epoch": r["epoch"], "teacher_acc": r["teacher_acc"],
+                    "student_mean": r["student_mean"], "student_std": r["student_std"]})
+    for r in out:
+        r["delta_vs_full"] = r["student_mean"] - full["student_mean"]
+    return out
+
+
+def table_ensembles(results: dict) -> list[dict]:
+    g = groups(results)
+    names = {"ens-full": "full ensemble (independent runs, last)", "ens-halfway-last": "snapshot: halfway + last",
+             "ens-mi": "snapshot: selected by Algorithm 1"}
+    return [{"ensemble": label, "epochs": g[k]["teacher_epochs"], "ensemble_acc": g[k]["teacher_acc"],
+             "student_mean": g[k]["mean"], "student_std": g[k]["std"]} for k, label in names.items() if k in g]
+
+
+def table_selection(results: dict) -> list[dict]:
+    rows = checkpoint_rows(results)
+    best = max(r["student_mean"] for r in rows)
+    students = [r["student_mean"] for r in rows]
+    rules = [("teacher test accuracy", [r["teacher_acc"] for r in rows]),
+             ("last (full teacher)", [r["epoch"] for r in rows]),
+             ("halfway", [-abs(r["epoch"] - rows[-1]["epoch"] / 2) - r["epoch"] * 1e-9 for r in rows])]
+    for est, arows in results["analysis"].items():
+        by_epoch = {a["epoch"]: a for a in arows}
+        for key, label in (("ixf", "I(X;F)"), ("iyf", "I(Y;F)"), ("score", "total (Algorithm 1)")):
+            rules.append((f"{est}: {label}", [by_epoch[r["epoch"]][key] for r in rows]))
+    out = []
+    for name, scores in rules:
+        i = max(range(len(rows)), key=lambda j: (scores[j], rows[j]["epoch"]))
+        rho = None if name in ("last (full teacher)", "halfway") else spearman(scores, students)
+        out.append({"rule": name, "epoch": rows[i]["epoch"], "student_mean": rows[i]["student_mean"],
+                    "student_std": rows[i]["student_std"], "regret": best - rows[i]["student_mean"],
+                    "spearman": rho})
+    return out
+
+
+def verdicts(results: dict) -> dict:
+    """The selection targets of the study issue, measured."""
+    sel = {r["rule"]: r for r in table_selection(results)}
+    est = results["config"]["info"]["estimator"]
+    pick, full = sel[f"{est}: total (Algorithm 1)"], sel["last (full teacher)"]
+    nz = noise(results)
+    return {"estimator": est, "seed_noise": nz, "regret": pick["regret"],
+            "within_noise_of_best": pick["regret"] <= nz,
+            "vs_full": pick["student_mean"] - full["student_mean"],
+            "not_worse_than_full": pick["student_mean"] >= full["student_mean"] - nz,
+            "spearman": pick["spearman"]}
+
+
+def _md(rows: list[dict], columns: list[tuple[str, str]]) -> str:
+    lines = ["| " + " | ".join(h for h, _ in columns) + " |", "|" + "---|" * len(columns)]
+    for r in rows:
+        cells = []
+        for _, key in columns:
+            cells.append(_cell(r, key))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _cell(r: dict, key: str) -> str:
+    if key == "student":
+        return fmt(r["student_mean"], r["student_std"])
+    v = r.get(key)
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if key in ("teacher_acc", "ensemble_acc", "teacher_train_acc"):
+        return f"{100 * v:.2f}"
+    if key in ("delta_vs_full", "regret"):
+        return f"{100 * v:+.2f}"
+    if key == "epochs":
+        return "+".join(map(str, v))
+    if isinstance(v, float):
+        return f"{v:.3f}"
+    return str(v)
+
+
+def render_markdown(results: dict) -> str:
+    cfg = results["config"]
+    v = verdicts(results)
+    parts = [
+        f"**{cfg['name']}**: {cfg['teacher']['model']} → {cfg['student']['model']} on `{cfg['data']['spec']}`"
+        f"{' with ' + str(int(100 * cfg['data']['label_noise'])) + '% flipped labels' if cfg['data'].get('label_noise') else ''}; "
+        f"{len(cfg['student_seeds'])} student seeds, accuracies in %, mean ± std.",
+        "", "*Full teacher vs intermediate teacher*", "",
+        _md(table_intermediate(results), [("teacher", "teacher"), ("epoch", "epoch"), ("teacher acc", "teacher_acc"),
+                                          ("student acc", "student"), ("Δ vs full teacher's student", "delta_vs_full")]),
+        "", "*Full ensemble vs snapshot ensemble*", "",
+        _md(table_ensembles(results), [("teacher", "ensemble"), ("epochs", "epochs"), ("ensemble acc", "ensemble_acc"),
+                                       ("student acc", "student")]),
+        "", "*Selection: which checkpoint each rule picks* (regret = best checkpoint's student − this one)", "",
+        _md(table_selection(results), [("rule", "rule"), ("epoch", "epoch"), ("student acc", "student"),
+                                       ("regret", "regret"), ("Spearman ρ (score vs student)", "spearman")]),
+        "", "*Every checkpoint of the trajectory*", "",
+        _md(checkpoint_rows(results), [("epoch", "epoch"), ("teacher train acc", "teacher_train_acc"),
+                                       ("teacher acc", "teacher_acc"), ("I(X;F)", "ixf"), ("I(Y;F)", "iyf"),
+                                       ("score", "score"), ("student acc", "student")]),
+        "", f"Targets ({v['estimator']} total): regret {100 * v['regret']:+.2f} vs seed noise "
+            f"{100 * v['seed_noise']:.2f} → {'within' if v['within_noise_of_best'] else 'NOT within'} noise of the best; "
+            f"vs full teacher's student {100 * v['vs_full']:+.2f} → "
+            f"{'not worse' if v['not_worse_than_full'] else 'WORSE'}; Spearman ρ = {v['spearman']:.2f}.",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def write_tables(results: dict, root: Path) -> list[Path]:
+    """tables.md, tables.json and one CSV per table in ``root``."""
+    tables = {"intermediate": table_intermediate(results), "ensembles": table_ensembles(results),
+              "selection": table_selection(results), "checkpoints": checkpoint_rows(results)}
+    atomic_write(root / "tables.md", render_markdown(results).encode())
+    atomic_write(root / "tables.json", (json.dumps({**tables, "verdicts": verdicts(results)}, indent=2) + "\n").encode())
+    paths = [root / "tables.md", root / "tables.json"]
+    for name, rows in tables.items():
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+        atomic_write(root / f"table_{name}.csv", buf.getvalue().encode())
+        paths.append(root / f"table_{name}.csv")
+    return paths
+
+
+def plot_study(results: dict, root: Path) -> list[Path]:
+    """student_vs_epoch.png and information_plane.png (coloured by student accuracy)."""
+    from .plots import information_plane, plt
+
+    rows = checkpoint_rows(results)
+    g = groups(results)
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    ep = [r["epoch"] for r in rows]
+    ax.errorbar(ep, [100 * r["student_mean"] for r in rows], yerr=[100 * r["student_std"] for r in rows],
+                fmt="o-", capsize=3, label="student of checkpoint")
+    ax.axhline(100 * g["nokd"]["mean"], color="0.5", ls="--", label="student without KD")
+    ax.set_xlabel("teacher checkpoint epoch")
+    ax.set_ylabel("student test accuracy [%]")
+    twin = ax.twinx()
+    twin.plot(ep, [100 * r["teacher_acc"] for r in rows], "s:", color="C1", label="teacher")
+    twin.set_ylabel("teacher test accuracy [%]", color="C1")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(results["config"]["name"])
+    fig.tight_layout()
+    paths = [root / "student_vs_epoch.png"]
+    fig.savefig(paths[0])
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(5.5, 4), dpi=110)
+    plane = [{**r, "student": 100 * r["student_mean"]} for r in rows]
+    information_plane(plane, ax, color_key="student", label="student accuracy [%]")
+    fig.tight_layout()
+    paths.append(root / "information_plane.png")
+    fig.savefig(paths[1])
+    plt.close(fig)
+    return paths

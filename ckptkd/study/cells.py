@@ -1,0 +1,94 @@
+"""A study cell: one training or one distillation with one seed, stored in its own folder.
+
+A finished cell leaves ``result.json`` (written atomically, last), keyed by a hash of
+everything that determines its outcome. A cell whose key matches is never run again, so
+an interrupted study continues where it stopped and a grown grid only runs new cells.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..config import DataConfig, KDConfig, StageConfig, StudyConfig, from_dict
+from ..data import Dataset, load_dataset
+from ..trajectory import Run, open_checkpoint, read_json, write_json
+
+
+@dataclass(frozen=True)
+class Cell:
+    id: str  # also its folder under STUDY/cells, e.g. "student/ckpt-0012/seed1"
+    kind: str  # teacher | student
+    seed: int
+    group: str  # teacher | nokd | ckpt | ens-full | ens-halfway-last | ens-mi
+    teachers: tuple[str, ...] = ()  # checkpoint files that teach (empty: no KD)
+
+
+def cell_key(cell: Cell, cfg: StudyConfig) -> str:
+    stage = cfg.teacher if cell.kind == "teacher" else cfg.student
+    parts = {"cell": asdict(cell), "data": asdict(cfg.data), "stage": asdict(stage),
+             "kd": asdict(cfg.kd) if cell.teachers else None,
+             "teacher_sha256": [open_checkpoint(t).sha256 for t in cell.teachers]}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def finished(cell: Cell, cfg: StudyConfig, root: Path) -> dict | None:
+    path = root / "cells" / cell.id / "result.json"
+    if not path.exists():
+        return None
+    result = read_json(path)
+    return result if result.get("key") == cell_key(cell, cfg) else None
+
+
+_DATA: dict[str, Dataset] = {}
+
+
+def _data(cfg: DataConfig) -> Dataset:
+    # one load per process: workers run many cells on the same data
+    key = json.dumps(asdict(cfg), sort_keys=True)
+    if key not in _DATA:
+        _DATA[key] = load_dataset(cfg)
+    return _DATA[key]
+
+
+def run_cell(cell: Cell, cfg: StudyConfig, root: Path, device="cpu", cache_dir: Path | None = None) -> dict:
+    """Train or distill this cell from scratch and write its result.json."""
+    from ..distill import Teacher, distill
+    from ..train import evaluate, train
+
+    data = _data(cfg.data)
+    folder = root / "cells" / cell.id
+    stage: StageConfig = cfg.teacher if cell.kind == "teacher" else cfg.student
+    if cell.kind == "student":  # students keep only their final weights
+        stage = from_dict(StageConfig, {**asdict(stage), "save_every": 0})
+    run = Run.create(folder, {"cell": asdict(cell), "study": cfg.name}, model=stage.model,
+                     num_classes=data.num_classes, in_shape=data.in_shape, data_fingerprint=data.fingerprint,
+                     kind=cell.kind, overwrite=True)
+    t0 = time.perf_counter()
+    result = {"cell": cell.id, "kind": cell.kind, "group": cell.group, "seed": cell.seed, "key": cell_key(cell, cfg)}
+    if not cell.teachers:
+        _, rec = train(data, stage, seed=cell.seed, device=device, run=run, progress=False, desc=cell.id)
+    else:
+        ckpts = [open_checkpoint(t) for t in cell.teachers]
+        teacher = Teacher.from_checkpoints(ckpts, data.num_classes, data.in_shape, cfg.kd.combine)
+        _, rec = distill(data, stage, teacher, cfg.kd, seed=cell.seed, device=device, run=run, progress=False,
+                         desc=cell.id)
+        result["teacher_epochs"] = [c.epoch for c in ckpts]
+        result["teacher_acc"] = (ckpts[0].meta["test_acc"] if len(ckpts) == 1 else
+                                 evaluate(teacher, data.x_test, data.y_test, device=device)["acc"])
+    result.update(acc=rec["test_acc"], loss=rec["test_loss"], train_acc=rec["train_acc"],
+                  wall_s=time.perf_counter() - t0)
+    write_json(folder / "result.json", result)
+    return result
+
+
+def run_cell_from_dicts(cell: dict, cfg: dict, root: str, device: str, cache_dir: str | None) -> dict:
+    """Entry point for worker processes (plain, picklable arguments)."""
+    import torch
+
+    torch.set_num_threads(1)  # parallel cells, not parallel ops: small models scale better that way
+    study = from_dict(StudyConfig, cfg)
+    return run_cell(Cell(**{**cell, "teachers": tuple(cell["teachers"])}), study, Path(root), device,
+                    Path(cache_dir) if cache_dir else None)

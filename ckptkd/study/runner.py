@@ -1,0 +1,115 @@
+"""``ckptkd study``: run the grid of a study, in order, skipping finished cells.
+
+    STUDY/study.yaml               the resolved config
+    STUDY/cells/<cell id>/         one run folder per cell, with result.json when finished
+    STUDY/analysis/<estimator>/    the information analysis of the trajectory, per estimator
+    STUDY/results.json             every cell's result and every analysis row
+    STUDY/tables.{md,csv,json}, *.png   the tables and plots (ckptkd.report.study)
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing as mp
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import yaml
+from tqdm import tqdm
+
+from ..config import StudyConfig, to_dict
+from ..errors import CkptkdError
+from ..info.analyze import analyze
+from ..select import choose, halfway, last
+from ..trajectory import Run, atomic_write, read_json, write_json
+from .cells import Cell, _data, finished, run_cell, run_cell_from_dicts
+
+
+def teacher_cells(cfg: StudyConfig) -> list[Cell]:
+    return [Cell(f"teacher/seed{s}", "teacher", s, "teacher") for s in cfg.teacher_seeds]
+
+
+def student_cells(cfg: StudyConfig, root: Path, mi_pick: list) -> list[Cell]:
+    """Every student of the grid; needs the finished teachers and the selection's pick."""
+    runs = [Run(root / "cells" / c.id) for c in teacher_cells(cfg)]
+    trajectory = runs[0].checkpoints()
+    if len(trajectory) < 2:
+        raise CkptkdError("the study's teacher trajectory has fewer than 2 checkpoints; lower teacher.save_every")
+    groups: list[tuple[str, list]] = [("nokd", [])]
+    groups += [(f"ckpt-{c.epoch:04d}", [c]) for c in trajectory]
+    groups.append(("ens-full", [r.checkpoints()[-1] for r in runs[: cfg.ensemble_size]]))
+    groups.append(("ens-halfway-last", [halfway(trajectory), last(trajectory)]))
+    groups.append(("ens-mi", mi_pick))
+    cells = []
+    for name, ckpts in groups:
+        for s in cfg.student_seeds:
+            group = "ckpt" if name.startswith("ckpt-") else name
+            cells.append(Cell(f"student/{name}/seed{s}", "student", s, group, tuple(str(c.path) for c in ckpts)))
+    return cells
+
+
+def _run_all(cells: list[Cell], cfg: StudyConfig, root: Path, device: str, jobs: int, bar) -> list[dict]:
+    todo = [c for c in cells if not finished(c, cfg, root)]
+    bar.update(len(cells) - len(todo))
+    if jobs <= 1 or len(todo) <= 1:
+        for c in todo:
+            bar.set_postfix_str(c.id)
+            run_cell(c, cfg, root, device, root / "cache")
+            bar.update()
+    else:
+        ctx = mp.get_context("spawn")  # fork after torch has started threads can deadlock
+        with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+            futures = [pool.submit(run_cell_from_dicts, {**asdict(c), "teachers": list(c.teachers)}, to_dict(cfg),
+                                   str(root), device, str(root / "cache")) for c in todo]
+            for f in cf.as_completed(futures):
+                f.result()
+                bar.update()
+    return [finished(c, cfg, root) for c in cells]
+
+
+def _open_study(cfg: StudyConfig, root: Path) -> None:
+    if root.exists() and any(root.iterdir()) and not (root / "study.yaml").exists():
+        raise CkptkdError(f"study folder {str(root)!r} is not empty and holds no study; choose another --out")
+    root.mkdir(parents=True, exist_ok=True)
+    atomic_write(root / "study.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False).encode())
+
+
+def analyses(cfg: StudyConfig, root: Path, device: str) -> dict[str, list[dict]]:
+    """Algorithm 1's rows of the trajectory, for each estimator of the study."""
+    trajectory = Run(root / "cells" / teacher_cells(cfg)[0].id).checkpoints()
+    data = _data(cfg.data)
+    out = {}
+    for est in dict.fromkeys([cfg.info.estimator, *cfg.estimators]):
+        folder = root / "analysis" / est
+        folder.mkdir(parents=True, exist_ok=True)
+        out[est] = analyze(trajectory, data, replace(cfg.info, estimator=est), folder=folder, device=device,
+                           progress=False)
+    return out
+
+
+def run_study(cfg: StudyConfig, root: str | Path, *, jobs: int = 1, device: str = "cpu",
+              progress: bool = True) -> dict:
+    """Run (or continue) the study in ``root``; returns the collected results."""
+    root = Path(root)
+    _open_study(cfg, root)
+    teachers = teacher_cells(cfg)
+    with tqdm(total=len(teachers), desc=f"study {cfg.name}", unit="cell", disable=not progress,
+              dynamic_ncols=True) as bar:
+        teacher_results = _run_all(teachers, cfg, root, device, jobs, bar)
+        rows = analyses(cfg, root, device)
+        trajectory = Run(root / "cells" / teachers[0].id).checkpoints()
+        mi_pick = choose("mi", trajectory, k=cfg.ensemble_size, scores=[r["score"] for r in rows[cfg.info.estimator]],
+                         min_spacing=cfg.teacher.save_every)
+        students = student_cells(cfg, root, mi_pick)
+        bar.total = len(teachers) + len(students)
+        bar.refresh()
+        student_results = _run_all(students, cfg, root, device, jobs, bar)
+    results = {"config": to_dict(cfg), "teachers": teacher_results, "students": student_results,
+               "analysis": rows, "mi_ensemble": [c.epoch for c in mi_pick],
+               "trajectory": [{"epoch": c.epoch, **{k: c.meta.get(k) for k in ("train_acc", "test_acc")}}
+                              for c in trajectory]}
+    write_json(root / "results.json", results)
+    return results
+
+
+def load_results(root: str | Path) -> dict:
+    return read_json(Path(root) / "results.json")
