@@ -1,0 +1,138 @@
+"""The study runner: a resumable grid of cells, and the paper-style tables it produces."""
+import json
+
+import pytest
+
+from ckptkd.config import StudyConfig, from_dict
+from ckptkd.data.cifar import write_fake_cifar
+from ckptkd.report import study as report
+from ckptkd.study import cells as cells_mod
+from ckptkd.study import run_study
+
+TINY = {
+    "name": "tiny",
+    "data": {"spec": "digits", "augment": False},
+    "teacher": {"model": "mlp_s", "epochs": 3, "save_every": 1, "batch_size": 64},
+    "student": {"model": "mlp_xs", "epochs": 1, "batch_size": 64},
+    "info": {"probe_size": 200},
+    "teacher_seeds": [0, 1],
+    "student_seeds": [0, 1],
+    "estimators": ["kde", "categorical"],
+}
+
+
+@pytest.fixture(scope="module")
+def finished_study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    cfg = from_dict(StudyConfig, TINY)
+    return cfg, root, run_study(cfg, root, progress=False)
+
+
+def count_runs(monkeypatch):
+    calls = []
+    original = cells_mod.run_cell
+
+    def counting(cell, *args, **kwargs):
+        calls.append(cell.id)
+        return original(cell, *args, **kwargs)
+
+    monkeypatch.setattr("ckptkd.study.runner.run_cell", counting)
+    return calls
+
+
+def test_the_grid_has_every_cell(finished_study):
+    _, _, results = finished_study
+    groups = {r["cell"].split("/")[1] for r in results["students"]}
+    assert groups == {"nokd", "ckpt-0001", "ckpt-0002", "ckpt-0003", "ens-full", "ens-halfway-last", "ens-mi"}
+    assert len(results["students"]) == 7 * 2 and len(results["teachers"]) == 2
+    assert set(results["analysis"]) == {"kde", "categorical"}
+
+
+def test_rerunning_a_finished_study_trains_nothing_and_gives_the_same_tables(finished_study, monkeypatch):
+    cfg, root, results = finished_study
+    calls = count_runs(monkeypatch)
+    again = run_study(cfg, root, progress=False)
+    assert calls == []
+    assert report.render_markdown(again) == report.render_markdown(results)
+
+
+def test_an_interrupted_study_runs_only_the_missing_cells(finished_study, monkeypatch):
+    cfg, root, _ = finished_study
+    (root / "cells" / "student" / "ckpt-0002" / "seed1" / "result.json").unlink()
+    calls = count_runs(monkeypatch)
+    run_study(cfg, root, progress=False)
+    assert calls == ["student/ckpt-0002/seed1"]
+
+
+def test_a_changed_student_config_reruns_the_students_but_not_the_teachers(finished_study, monkeypatch, tmp_path):
+    cfg, root, _ = finished_study
+    changed = from_dict(StudyConfig, {**TINY, "student_seeds": [0]})
+    calls = count_runs(monkeypatch)
+    run_study(changed, root, progress=False)
+    assert calls == []  # seed 0 cells are the same cells: nothing to do
+    changed = from_dict(StudyConfig, {**TINY, "kd": {"temperature": 2.0}, "student_seeds": [0]})
+    calls = count_runs(monkeypatch)
+    run_study(changed, root, progress=False)
+    assert calls and all(c.startswith("student/") and c != "student/nokd/seed0" for c in calls)
+
+
+def synthetic_results():
+    """A hand-made grid: checkpoint 2 teaches best, the score ranks checkpoints like the students."""
+    students = []
+    accs = {1: [0.80, 0.82], 2: [0.90, 0.92], 3: [0.85, 0.85]}
+    for epoch, values in accs.items():
+        for seed, acc in enumerate(values):
+            students.append({"cell": f"student/ckpt-{epoch:04d}/seed{seed}", "acc": acc, "teacher_acc": 0.9,
+                             "teacher_epochs": [epoch]})
+    for name, acc in (("nokd", 0.7), ("ens-full", 0.95), ("ens-halfway-last", 0.93), ("ens-mi", 0.94)):
+        students += [{"cell": f"student/{name}/seed{s}", "acc": acc, "teacher_acc": 0.97, "teacher_epochs": [2, 3]}
+                     for s in range(2)]
+    analysis = [{"epoch": e, "ixf": x, "iyf": y, "score": sc} for e, x, y, sc in
+                ((1, 5.0, 1.0, 0.5), (2, 4.0, 2.0, 1.5), (3, 3.0, 1.5, 0.8))]
+    trajectory = [{"epoch": e, "train_acc": a, "test_acc": b} for e, a, b in ((1, .8, .8), (2, .95, .9), (3, 1., .92))]
+    cfg = {"name": "synthetic", "info": {"estimator": "kde"}, "data": {"spec": "digits", "label_noise": 0.0},
+           "teacher": {"model": "t"}, "student": {"model": "s"}, "student_seeds": [0, 1]}
+    return {"config": cfg, "students": students, "analysis": {"kde": analysis}, "trajectory": trajectory}
+
+
+def test_tables_of_a_synthetic_grid():
+    r = synthetic_results()
+    inter = {row["teacher"]: row for row in report.table_intermediate(r)}
+    assert inter["full (last)"]["epoch"] == 3 and inter["best intermediate"]["epoch"] == 2
+    assert inter["best intermediate"]["delta_vs_full"] == pytest.approx(0.91 - 0.85)
+    assert inter["none (no KD)"]["student_mean"] == pytest.approx(0.7)
+    sel = {row["rule"]: row for row in report.table_selection(r)}
+    assert sel["kde: total (Algorithm 1)"]["epoch"] == 2 and sel["kde: total (Algorithm 1)"]["regret"] == 0
+    assert sel["kde: I(X;F)"]["epoch"] == 1 and sel["kde: I(X;F)"]["regret"] == pytest.approx(0.10)
+    assert sel["kde: total (Algorithm 1)"]["spearman"] == pytest.approx(1.0)
+    assert sel["kde: I(X;F)"]["spearman"] == pytest.approx(-0.5)
+    v = report.verdicts(r)
+    assert v["within_noise_of_best"] and v["not_worse_than_full"]
+    assert "| best intermediate | 2 |" in report.render_markdown(r)
+
+
+def test_spearman_and_mean_std_by_hand():
+    assert report.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert report.spearman([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+    assert report.ranks([5, 1, 5]) == [2.5, 1.0, 2.5]
+    m, s = report.mean_std([1.0, 3.0])
+    assert (m, s) == (2.0, pytest.approx(2 ** 0.5))
+
+
+def test_study_tables_and_plots_are_written(finished_study):
+    _, root, results = finished_study
+    paths = report.write_tables(results, root) + report.plot_study(results, root)
+    assert all(p.exists() and p.stat().st_size > 0 for p in paths)
+    assert json.loads((root / "tables.json").read_text())["verdicts"]["estimator"] == "kde"
+
+
+def test_study_end_to_end_on_a_cifar_format_folder(tmp_path):
+    write_fake_cifar(tmp_path / "cifar", num_classes=10, n_train=60, n_test=20, seed=0)
+    cfg = from_dict(StudyConfig, {
+        "name": "cifar-tiny", "data": {"spec": f"cifar10:{tmp_path / 'cifar'}"},
+        "teacher": {"model": "resnet8", "epochs": 2, "save_every": 1, "batch_size": 30},
+        "student": {"model": "mlp_xs", "epochs": 1, "batch_size": 30},
+        "info": {"probe_size": 40}, "student_seeds": [0], "estimators": ["kde"],
+    })
+    results = run_study(cfg, tmp_path / "study", progress=False)
+    assert len(results["students"]) == 6 and "| full (last) | 2 |" in report.render_markdown(results)
