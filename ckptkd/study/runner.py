@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import multiprocessing as mp
+import os
+import platform
+import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import torch
 import yaml
 from tqdm import tqdm
 
@@ -47,7 +51,8 @@ def student_cells(cfg: StudyConfig, root: Path, mi_pick: list) -> list[Cell]:
     return cells
 
 
-def _run_all(cells: list[Cell], cfg: StudyConfig, root: Path, device: str, jobs: int, bar) -> list[dict]:
+def _run_all(cells: list[Cell], cfg: StudyConfig, root: Path, device: str, jobs: int, bar) -> tuple[list[dict], int]:
+    """Run the unfinished cells; return every cell's result and how many cells ran."""
     todo = [c for c in cells if not finished(c, cfg, root)]
     bar.update(len(cells) - len(todo))
     if jobs <= 1 or len(todo) <= 1:
@@ -63,7 +68,7 @@ def _run_all(cells: list[Cell], cfg: StudyConfig, root: Path, device: str, jobs:
             for f in cf.as_completed(futures):
                 f.result()
                 bar.update()
-    return [finished(c, cfg, root) for c in cells]
+    return [finished(c, cfg, root) for c in cells], len(todo)
 
 
 def _open_study(cfg: StudyConfig, root: Path) -> None:
@@ -91,19 +96,26 @@ def run_study(cfg: StudyConfig, root: str | Path, *, jobs: int = 1, device: str 
     """Run (or continue) the study in ``root``; returns the collected results."""
     root = Path(root)
     _open_study(cfg, root)
+    started = time.time()
     teachers = teacher_cells(cfg)
     with tqdm(total=len(teachers), desc=f"study {cfg.name}", unit="cell", disable=not progress,
               dynamic_ncols=True) as bar:
-        teacher_results = _run_all(teachers, cfg, root, device, jobs, bar)
+        teacher_results, ran = _run_all(teachers, cfg, root, device, jobs, bar)
         rows = analyses(cfg, root, device)
         trajectory = Run(root / "cells" / teachers[0].id).checkpoints()
         mi_pick = choose("mi", trajectory, k=cfg.ensemble_size, scores=[r["score"] for r in rows[cfg.info.estimator]],
-                         min_spacing=cfg.teacher.save_every)
+                         min_spacing=2 * cfg.teacher.save_every)  # never two neighbours
         students = student_cells(cfg, root, mi_pick)
         bar.total = len(teachers) + len(students)
         bar.refresh()
-        student_results = _run_all(students, cfg, root, device, jobs, bar)
+        student_results, ran_students = _run_all(students, cfg, root, device, jobs, bar)
+    previous = read_json(root / "results.json").get("invocations", []) if (root / "results.json").exists() else []
+    invocation = {"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+                  "elapsed_s": time.time() - started, "cells_run": ran + ran_students, "jobs": jobs,
+                  "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}"}
     results = {"config": to_dict(cfg), "teachers": teacher_results, "students": student_results,
+               "invocations": previous + [invocation],
+               "compute_s": sum(r["wall_s"] for r in teacher_results + student_results),
                "analysis": rows, "mi_ensemble": [c.epoch for c in mi_pick],
                "trajectory": [{"epoch": c.epoch, **{k: c.meta.get(k) for k in ("train_acc", "test_acc")}}
                               for c in trajectory]}
