@@ -130,9 +130,9 @@ def test_study_end_to_end_on_a_cifar_format_folder(tmp_path):
     write_fake_cifar(tmp_path / "cifar", num_classes=10, n_train=60, n_test=20, seed=0)
     cfg = from_dict(StudyConfig, {
         "name": "cifar-tiny", "data": {"spec": f"cifar10:{tmp_path / 'cifar'}"},
-        "teacher": {"model": "resnet8", "epochs": 2, "save_every": 1, "batch_size": 30},
+        "teacher": {"model": "resnet8", "epochs": 3, "save_every": 1, "batch_size": 30},
         "student": {"model": "mlp_xs", "epochs": 1, "batch_size": 30},
         "info": {"probe_size": 40}, "student_seeds": [0], "estimators": ["kde"],
     })
     results = run_study(cfg, tmp_path / "study", progress=False)
-    assert len(results["students"]) == 6 and "| full (last) | 2 |" in report.render_markdown(results)
+    assert len(results["students"]) == 7 and "| full (last) | 3 |" in report.render_markdown(results)
