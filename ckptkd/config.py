@@ -6,6 +6,7 @@ keys, wrong types and out-of-range values are ``CkptkdError``s that name the key
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ class StageConfig:
     milestones: list[int] = field(default_factory=list)  # multistep: epochs where lr *= gamma
     gamma: float = 0.1
     save_every: int = 0  # 0: only the last epoch
+    compile: bool = False  # torch.compile the model (worth it on CUDA, for long runs)
 
 
 @dataclass
@@ -155,7 +157,7 @@ def from_dict(cls, data: Any, where: str = ""):
             value = {**dataclasses.asdict(getattr(defaults, key)), **value}
         kwargs[key] = _coerce(hints[key], value, path)
     obj = cls(**kwargs)
-    validate(obj)
+    validate(obj, where)
     return obj
 
 
@@ -183,9 +185,12 @@ def _coerce(tp, value, path: str):
         raise CkptkdError(f"config key {path!r} must be {tp.__name__}, got {value!r}")
     if tp is float:
         try:
-            return float(value)
+            value = float(value)
         except OverflowError:  # an int beyond float range (YAML reads any number of digits)
             raise CkptkdError(f"config key {path!r} is too large for a float") from None
+        if not math.isfinite(value):  # YAML's .inf / .nan, or --lr inf: no setting means that
+            raise CkptkdError(f"config key {path!r} must be a finite number, got {value}")
+        return value
     return value
 
 
@@ -203,7 +208,14 @@ def load_config(cls, path: str | Path | None, overrides: dict | None = None):
         except FileNotFoundError:
             raise CkptkdError(f"config file {str(path)!r} does not exist") from None
         except (yaml.YAMLError, UnicodeDecodeError) as e:
-            raise CkptkdError(f"config file {str(path)!r} is not valid YAML ({str(e).splitlines()[0]})") from None
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise CkptkdError(f"config file {str(path)!r} is not valid YAML ({first})") from None
+        except RecursionError:  # PyYAML recurses once per level of nesting
+            raise CkptkdError(f"config file {str(path)!r} is nested too deeply to be a ckptkd config") from None
+        except OSError as e:  # a folder, an unreadable file, ...
+            raise CkptkdError(f"config file {str(path)!r} cannot be read ({e.strerror or e})") from None
+    if not isinstance(data, dict):
+        raise CkptkdError(f"config file {str(path)!r} must be a mapping of sections, got {type(data).__name__}")
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, leaf = dotted.split(".")
@@ -227,7 +239,7 @@ def _one_of(key: str, value: str, choices) -> None:
     _check(value in choices, f"{key} must be one of {', '.join(choices)}, got {value!r}{closest(value, choices)}")
 
 
-def validate(cfg) -> None:
+def validate(cfg, where: str = "") -> None:
     """Range checks for every config type; called by ``from_dict`` on each section."""
     if isinstance(cfg, DataConfig):
         _check(cfg.num_samples >= 20, f"data.num_samples must be at least 20, got {cfg.num_samples}")
@@ -235,14 +247,15 @@ def validate(cfg) -> None:
         _check(cfg.image_size is None or cfg.image_size > 0, "data.image_size must be positive")
         _check(0 <= cfg.label_noise < 1, f"data.label_noise must be in [0, 1), got {cfg.label_noise}")
     elif isinstance(cfg, StageConfig):
-        _check(cfg.epochs > 0, f"epochs must be a positive integer, got {cfg.epochs}")
-        _check(cfg.batch_size > 1, f"batch_size must be at least 2 (BatchNorm needs it), got {cfg.batch_size}")
-        _check(cfg.lr > 0, f"lr must be positive, got {cfg.lr}")
-        _check(0 <= cfg.momentum < 1, f"momentum must be in [0, 1), got {cfg.momentum}")
-        _check(cfg.weight_decay >= 0, f"weight_decay must be >= 0, got {cfg.weight_decay}")
-        _one_of("schedule", cfg.schedule, ("cosine", "multistep"))
-        _check(cfg.save_every >= 0, f"save_every must be >= 0, got {cfg.save_every}")
-        _check(0 < cfg.gamma <= 1, f"gamma must be in (0, 1], got {cfg.gamma}")
+        at = f"{where}." if where else ""  # teacher., student. or train.
+        _check(cfg.epochs > 0, f"{at}epochs must be a positive integer, got {cfg.epochs}")
+        _check(cfg.batch_size > 1, f"{at}batch_size must be at least 2 (BatchNorm needs it), got {cfg.batch_size}")
+        _check(cfg.lr > 0, f"{at}lr must be positive, got {cfg.lr}")
+        _check(0 <= cfg.momentum < 1, f"{at}momentum must be in [0, 1), got {cfg.momentum}")
+        _check(cfg.weight_decay >= 0, f"{at}weight_decay must be >= 0, got {cfg.weight_decay}")
+        _one_of(f"{at}schedule", cfg.schedule, ("cosine", "multistep"))
+        _check(cfg.save_every >= 0, f"{at}save_every must be >= 0, got {cfg.save_every}")
+        _check(0 < cfg.gamma <= 1, f"{at}gamma must be in (0, 1], got {cfg.gamma}")
     elif isinstance(cfg, KDConfig):
         _check(cfg.temperature > 0, f"kd.temperature must be positive, got {cfg.temperature}")
         _check(0 <= cfg.alpha <= 1, f"kd.alpha must be in [0, 1], got {cfg.alpha}")
@@ -277,6 +290,10 @@ def validate(cfg) -> None:
         for e in cfg.estimators:
             _one_of("study estimators", e, ("kde", "renyi", "categorical", "binning"))
         _check(cfg.teacher.save_every > 0, "study teacher.save_every must be positive: the study needs checkpoints")
+        saves = cfg.teacher.epochs // cfg.teacher.save_every
+        _check(saves >= 2 * cfg.ensemble_size - 1,
+               f"study teacher saves {saves} checkpoints, too few for a snapshot ensemble of {cfg.ensemble_size} "
+               f"without neighbours (needs {2 * cfg.ensemble_size - 1}); lower teacher.save_every")
     if hasattr(cfg, "device"):
         _check(cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:"),
                f"device must be auto, cpu or cuda[:N], got {cfg.device!r}")

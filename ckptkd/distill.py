@@ -12,11 +12,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import parallel
 from .config import KDConfig, StageConfig
 from .data import Dataset
+from .ensemble import MODES as ENSEMBLE_MODES
+from .ensemble import StackedEnsemble, loop_logits, use_vmap
 from .errors import CkptkdError
 from .train import build_model, fit
 from .trajectory import Checkpoint, Run, load_model
+from .trajectory.io import sha256_bytes, sha256_file
 
 
 class Teacher(nn.Module):
@@ -24,44 +28,99 @@ class Teacher(nn.Module):
 
     ``combine="logits"`` averages member logits (the official code's rule); ``"probs"``
     averages member probabilities at the distillation temperature.
+
+    ``ensemble`` says how K members are evaluated: ``"loop"`` (one forward each),
+    ``"vmap"`` (one vmapped pass over their stacked weights, see ``ckptkd.ensemble``) or
+    ``"auto"`` (vmap on CUDA, the loop on CPU, where it measured faster).
     """
 
-    def __init__(self, members: list[nn.Module], combine: str = "logits"):
+    def __init__(self, members: list[nn.Module], combine: str = "logits", ensemble: str = "auto"):
         super().__init__()
         if not members:
             raise CkptkdError("a teacher needs at least one checkpoint")
         if combine not in ("logits", "probs"):
             raise CkptkdError(f"combine must be logits or probs, got {combine!r}")
+        if ensemble not in ENSEMBLE_MODES:
+            raise CkptkdError(f"ensemble must be one of {', '.join(ENSEMBLE_MODES)}, got {ensemble!r}")
         self.members = nn.ModuleList(members)
         self.combine = combine
+        self.ensemble = ensemble
+        self.checkpoint_identity: list[dict] | None = None  # set by from_checkpoints
+        self._stacked: StackedEnsemble | None = None
         self.requires_grad_(False)
         self.eval()
 
     def train(self, mode: bool = True):
         return super().train(False)  # a teacher's BatchNorm must never update its statistics
 
+    def _apply(self, fn, *args, **kwargs):
+        self._stacked = None  # .to(), .cuda(), .half(): the stacked copy is rebuilt on next use
+        return super()._apply(fn, *args, **kwargs)
+
     @classmethod
-    def from_checkpoints(cls, ckpts: list[Checkpoint], num_classes: int, in_shape, combine: str = "logits"):
-        return cls([load_model(c, num_classes, in_shape) for c in ckpts], combine)
+    def from_checkpoints(cls, ckpts: list[Checkpoint], num_classes: int, in_shape, combine: str = "logits",
+                         ensemble: str = "auto"):
+        teacher = cls([load_model(c, num_classes, in_shape) for c in ckpts], combine, ensemble)
+        teacher.checkpoint_identity = [{"sha256": c.sha256 or sha256_file(c.path), "model": c.model} for c in ckpts]
+        return teacher
+
+    @property
+    def identity(self) -> list[dict]:
+        """Each member's weights sha256 and architecture, in member order: what a cache key
+        needs to know about the teacher. Checkpoint files are named by their file hash;
+        members given as modules are hashed from their weights."""
+        if self.checkpoint_identity is not None:
+            return self.checkpoint_identity
+        return [{"sha256": weights_sha256(m), "model": type(m).__qualname__} for m in self.members]
 
     @torch.no_grad()
     def member_logits(self, x: torch.Tensor) -> torch.Tensor:
         """(K, B, C) logits of the K members."""
-        return torch.stack([m(x).float() for m in self.members])
+        if self._stacked is None and use_vmap(self.ensemble, self.members, x.device):
+            self._stacked = StackedEnsemble(self.members)
+        return loop_logits(self.members, x) if self._stacked is None else self._stacked(x).float()
+
+    def outputs(self, x: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """The combined output the KD target is a function of (see ``combine_members``)."""
+        return combine_members(self.member_logits(x), temperature, self.combine)
 
     def log_probs(self, x: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-        return combine_log_probs(self.member_logits(x), temperature, self.combine)
+        return target_log_probs(self.outputs(x, temperature), temperature, self.combine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.log_probs(x)  # log-probabilities are valid logits for argmax and cross-entropy
 
 
+def weights_sha256(module: nn.Module) -> str:
+    """sha256 of a module's state_dict: names, dtypes, shapes and bytes."""
+    parts = []
+    for name, t in sorted(module.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        parts += [f"{name}:{t.dtype}:{tuple(t.shape)}".encode(), t.view(-1).view(torch.uint8).numpy().tobytes()]
+    return sha256_bytes(b"\0".join(parts))
+
+
 def combine_log_probs(member_logits: torch.Tensor, temperature: float, combine: str) -> torch.Tensor:
     """Log of the ensemble's distribution at ``temperature`` from (K, B, C) member logits."""
+    return target_log_probs(combine_members(member_logits, temperature, combine), temperature, combine)
+
+
+def combine_members(member_logits: torch.Tensor, temperature: float, combine: str) -> torch.Tensor:
+    """(B, C) ensemble output from (K, B, C) member logits; what a teacher cache stores.
+
+    ``"logits"``: the mean logits, from which the target at *any* temperature follows.
+    ``"probs"``: log of the mean member probabilities at ``temperature`` (a cache of it is
+    keyed by the temperature).
+    """
     if combine == "logits":
-        return F.log_softmax(member_logits.mean(0) / temperature, dim=-1)
+        return member_logits.mean(0)
     k = member_logits.shape[0]
     return torch.logsumexp(F.log_softmax(member_logits / temperature, dim=-1), dim=0) - math.log(k)
+
+
+def target_log_probs(combined: torch.Tensor, temperature: float, combine: str) -> torch.Tensor:
+    """The KD target log p_t^T from ``combine_members``'s output."""
+    return F.log_softmax(combined / temperature, dim=-1) if combine == "logits" else combined
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_log_probs: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -72,12 +131,21 @@ def kd_loss(student_logits: torch.Tensor, teacher_log_probs: torch.Tensor, tempe
 
 
 class KD:
-    """Hinton KD as a loss method: returns ``{"ce": ..., "kd": ...}``, already weighted."""
+    """Hinton KD as a loss method: returns ``{"ce": ..., "kd": ...}``, already weighted.
 
-    def __init__(self, teacher, cfg: KDConfig):
-        self.teacher, self.cfg = teacher, cfg
+    With ``cache`` (a ``ckptkd.teacher_cache.TeacherCache`` of this teacher and data), the
+    target of sample ``idx`` in ``epoch`` is read from it; views it does not hold are
+    computed by the teacher, as without a cache.
+    """
+
+    def __init__(self, teacher, cfg: KDConfig, cache=None):
+        self.teacher, self.cfg, self.cache = teacher, cfg, cache
 
     def teacher_log_probs(self, x, idx, epoch) -> torch.Tensor:
+        if self.cache is not None:
+            target = self.cache.log_probs(idx, epoch, self.cfg.temperature)
+            if target is not None:
+                return target.to(x.device, non_blocking=True)
         return self.teacher.log_probs(x, self.cfg.temperature)
 
     def __call__(self, model, x, y, idx, epoch):
@@ -90,12 +158,27 @@ class KD:
 
 
 def distill(data: Dataset, stage: StageConfig, teacher: Teacher, kd: KDConfig, *, seed: int = 0,
-            device="cpu", run: Run | None = None, progress: bool = True, desc: str = "student"):
-    """Train ``stage.model`` from scratch under ``teacher``; returns (student, last metrics)."""
+            device="cpu", run: Run | None = None, progress: bool = True, desc: str = "student",
+            cache_dir=None):
+    """Train ``stage.model`` from scratch under ``teacher``; returns (student, last metrics).
+
+    With ``cache_dir``, the teacher's outputs for ``stage.epochs`` epochs of views are
+    computed once into that folder (or found there from an earlier student of the same
+    teacher and data) and read instead of running the teacher on every batch. The student
+    is the same as without the cache.
+    """
     student = build_model(stage.model, data, seed)
+    device = parallel.world().device(device)
     teacher.to(device)
-    record = fit(student, KD(teacher, kd), data, stage, seed=seed, device=device, run=run,
+    cache = None
+    if cache_dir is not None:
+        from .teacher_cache import TeacherCache
+
+        cache = parallel.main_first(lambda: TeacherCache.build(
+            cache_dir, teacher, data, kd.temperature, views=stage.epochs, device=device,
+            progress=progress and parallel.world().is_main))
+    record = fit(student, KD(teacher, kd, cache), data, stage, seed=seed, device=device, run=run,
                  progress=progress, desc=desc)
-    if run is not None:
+    if run is not None and parallel.world().is_main:
         run.mark("complete", final=record)
     return student, record

@@ -17,8 +17,9 @@ from __future__ import annotations
 import copy
 
 import torch
-from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
+
+from .errors import CkptkdError
 
 MODES = ("auto", "loop", "vmap")
 
@@ -35,14 +36,14 @@ def same_architecture(members) -> bool:
 def use_vmap(mode: str, members, device: torch.device) -> bool:
     """Whether ``mode`` means the vmapped pass for these members on ``device``."""
     if mode not in MODES:
-        raise ValueError(f"ensemble mode must be one of {', '.join(MODES)}, got {mode!r}")
-    if mode == "loop" or len(members) < 2:
+        raise CkptkdError(f"ensemble mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if mode == "loop" or len(members) < 2 or (mode == "auto" and device.type != "cuda"):
         return False
-    if not same_architecture(members):
-        if mode == "vmap":
-            raise ValueError("a vmapped ensemble needs members of one architecture")
-        return False
-    return mode == "vmap" or device.type == "cuda"
+    if same_architecture(members):
+        return True
+    if mode == "vmap":
+        raise CkptkdError("ensemble='vmap' needs members of one architecture; use 'loop' or 'auto'")
+    return False
 
 
 class StackedEnsemble:

@@ -16,10 +16,12 @@ from .config import RunConfig, StageConfig, to_dict
 from .data import Dataset, load_dataset
 from .distill import Teacher, distill
 from .errors import CkptkdError
+from .models import create_model
 from .select import choose
 from .train import evaluate, resolve_device, train
 from .trajectory import Checkpoint, Run, read_json, write_json
 from .trajectory.run import config_hash
+from .trajectory.io import write_error
 
 
 @dataclass
@@ -49,7 +51,12 @@ def _train_stage(path: Path, config: dict, stage: StageConfig, data: Dataset, se
 def _open_out(out: Path, cfg: RunConfig, overwrite: bool, resume: bool) -> None:
     want = config_hash(to_dict(cfg))
     marker = out / "pipeline.json"
+    if out.exists() and not out.is_dir():
+        raise CkptkdError(f"output folder {str(out)!r} is a file; choose a folder for --out")
     if out.exists() and any(out.iterdir()):
+        if not marker.exists() and (out / "manifest.json").exists():
+            raise CkptkdError(f"output folder {str(out)!r} holds a single training run (ckptkd train or distill), "
+                              "not the output of ckptkd run; choose another --out")
         if not marker.exists():
             raise CkptkdError(f"output folder {str(out)!r} is not empty and holds no ckptkd run; choose another --out")
         same = read_json(marker).get("config_sha256") == want
@@ -61,7 +68,10 @@ def _open_out(out: Path, cfg: RunConfig, overwrite: bool, resume: bool) -> None:
                               "--overwrite to replace it, or choose another --out")
         if overwrite and not resume:
             shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a read-only parent folder
+        raise write_error(Path(e.filename or out), e) from None
     write_json(marker, {"config": to_dict(cfg), "config_sha256": want, "status": "running"})
 
 
@@ -82,6 +92,8 @@ def run_pipeline(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, re
     out = Path(out)
     data = load_dataset(cfg.data)
     device = resolve_device(cfg.device)
+    for spec in (cfg.teacher.model, cfg.student.model):  # a bad model spec fails before OUT exists
+        create_model(spec, data.num_classes, data.in_shape)
     _open_out(out, cfg, overwrite, resume)
     conf = to_dict(cfg)
 

@@ -6,6 +6,7 @@ the no-KD baseline all run through ``fit``.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 
@@ -14,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from . import parallel
 from .config import StageConfig
 from .data import Dataset
 from .errors import CkptkdError
@@ -65,13 +67,28 @@ def fit(model: nn.Module, method, data: Dataset, stage: StageConfig, *, seed: in
 
     With ``run``, every epoch is logged to metrics.jsonl and a checkpoint is saved every
     ``stage.save_every`` epochs and at the end.
+
+    Under torchrun (``ckptkd.parallel``) every rank trains on its slice of each global batch
+    of ``stage.batch_size`` in DistributedDataParallel, which gives the single-process
+    result up to summation order; only rank 0 logs and saves. On CUDA the forward runs
+    under bf16 autocast, image batches are channels_last, and ``stage.compile`` compiles.
     """
-    device = torch.device(device)
+    world = parallel.world()
+    device = world.device(device)
     model.to(device)
+    channels_last = device.type == "cuda" and data.x_train.dim() == 4
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    net = parallel.wrap(model, world, device)  # what the loss method calls: the model or its DDP wrapper
+    if stage.compile:
+        net = torch.compile(net)
+    if not world.is_main:
+        run, progress = None, False
     opt = torch.optim.SGD(model.parameters(), lr=stage.lr, momentum=stage.momentum,
                           nesterov=stage.nesterov and stage.momentum > 0, weight_decay=stage.weight_decay)
     n = len(data.x_train)
-    batches_per_epoch = n // stage.batch_size + (n % stage.batch_size > 1)  # a last batch of 1 breaks BatchNorm
+    kept = parallel.keep_samples(n, stage.batch_size, world)  # a last batch of 1 breaks BatchNorm
+    batches_per_epoch = math.ceil(kept / stage.batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(stage, s, batches_per_epoch))
     order = torch.Generator().manual_seed(seed)
     step, record = 0, {}
@@ -82,26 +99,33 @@ def fit(model: nn.Module, method, data: Dataset, stage: StageConfig, *, seed: in
         # views depend on the data's seed, not the model's: every student of a study sees the
         # same augmented samples, so teacher outputs for them can be computed once and shared
         views = data.augment.params(n, data.in_shape, data.view_seed, epoch)
-        perm = torch.randperm(n, generator=order)[: n - (n % stage.batch_size == 1)]
+        perm = torch.randperm(n, generator=order)[:kept]  # the same on every rank
         seen, loss_sum, correct = 0, 0.0, 0
-        for idx in perm.split(stage.batch_size):
+        for batch in perm.split(stage.batch_size):
+            idx = parallel.shard(batch, world)
             x = data.augment.apply(data.x_train[idx], {k: v[idx] for k, v in views.items()}).to(device)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
             y = data.y_train[idx].to(device)
-            logits, losses = method(model, x, y, idx, epoch)
-            loss = sum(losses.values())
+            with _autocast(device):
+                logits, losses = method(net, x, y, idx, epoch)
+                loss = sum(losses.values())
             if not torch.isfinite(loss):
                 raise CkptkdError(
                     f"training diverged: the loss is {loss.item()} at epoch {epoch}, step {step}; "
                     f"lower the learning rate (now {opt.param_groups[0]['lr']:.3g})"
                 )
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            share = len(idx) * world.size / len(batch)  # DDP averages ranks: weigh each by its share
+            (loss * share if world.distributed else loss).backward()
             opt.step()
             sched.step()
             step += 1
             seen += len(idx)
             loss_sum += loss.item() * len(idx)
             correct += (logits.argmax(1) == y).sum().item()
+        parallel.sync_buffers(model, world)
+        loss_sum, correct, seen = parallel.all_sum([loss_sum, correct, seen], world)
         test = evaluate(model, data.x_test, data.y_test, device=device)
         record = {"epoch": epoch, "step": step, "lr": opt.param_groups[0]["lr"],
                   "train_loss": loss_sum / seen, "train_acc": correct / seen,
@@ -116,6 +140,13 @@ def fit(model: nn.Module, method, data: Dataset, stage: StageConfig, *, seed: in
     return record
 
 
+def _autocast(device: torch.device):
+    """bf16 autocast on CUDA (tensor cores, no loss scaling needed); float32 elsewhere."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def build_model(spec: str, data: Dataset, seed: int) -> nn.Module:
     """A freshly initialised model; its initial weights depend on ``seed`` alone."""
     torch.manual_seed(seed)
@@ -127,6 +158,6 @@ def train(data: Dataset, stage: StageConfig, *, seed: int = 0, device="cpu", run
     """Train ``stage.model`` from scratch with cross-entropy; the teacher trajectory."""
     model = build_model(stage.model, data, seed)
     record = fit(model, CrossEntropy(), data, stage, seed=seed, device=device, run=run, progress=progress, desc=desc)
-    if run is not None:
+    if run is not None and parallel.world().is_main:
         run.mark("complete", final=record)
     return model, record

@@ -152,11 +152,16 @@ def _mapping_like(cls):
     return _mostly(st.fixed_dictionaries({}, optional=fields), st.dictionaries(st.text(max_size=8), _values, max_size=2))
 
 
-_configs = _mostly(st.fixed_dictionaries({}, optional={
-    f.name: _mostly(_mapping_like(type(getattr(RunConfig(), f.name))) if dataclasses.is_dataclass(
-        getattr(RunConfig(), f.name)) else _typed(typing.get_type_hints(RunConfig)[f.name]), _values)
-    for f in dataclasses.fields(RunConfig)
-}), st.dictionaries(st.text(max_size=8) | st.integers(), _values, max_size=3))
+def _section(name):
+    default = getattr(RunConfig(), name)
+    if dataclasses.is_dataclass(default):
+        return _mostly(_mapping_like(type(default)), _values)
+    return _mostly(_typed(typing.get_type_hints(RunConfig)[name]), _values)
+
+
+# mostly RunConfig-shaped dicts, sometimes anything at all
+_configs = _mostly(st.fixed_dictionaries({}, optional={f.name: _section(f.name) for f in dataclasses.fields(RunConfig)}),
+                   st.dictionaries(st.text(max_size=8) | st.integers(), _values, max_size=3))
 
 
 @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])

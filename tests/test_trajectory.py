@@ -1,4 +1,5 @@
 """Run folders, safe weight files, atomic writes, and foreign checkpoint folders."""
+import errno
 import os
 
 import pytest
@@ -112,10 +113,10 @@ def test_atomic_write_keeps_the_old_file_when_the_rename_fails(tmp_path, monkeyp
     target.write_bytes(b"old")
 
     def broken_replace(src, dst):
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "replace", broken_replace)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(CkptkdError, match="no space left"):
         atomic_write(target, b"new contents")
     monkeypatch.undo()
     assert target.read_bytes() == b"old"

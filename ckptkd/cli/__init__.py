@@ -15,7 +15,7 @@ from ..errors import CkptkdError
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2, as for every other user mistake
-        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+        self.exit(2, f"ckptkd: error: {message}; see {self.prog} --help\n")  # prog: "ckptkd train", ...
 
 
 def _stage_flags(p, section: str, model_default_help: str):
@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, dest="kd.temperature", help="KD temperature T (default 4)")
     p.add_argument("--alpha", type=float, dest="kd.alpha", help="weight of the cross-entropy term (default 0.1)")
     p.add_argument("--combine", dest="kd.combine", help="ensemble rule: logits (default) or probs")
+    p.add_argument("--cache-dir", dest="cache_dir", metavar="DIR",
+                   help="teacher-output cache: compute the teacher's outputs once into DIR and reuse them "
+                        "for every student of the same teacher and data (same result, no teacher forward per batch)")
     _stage_flags(p, "student", "default cnn1d_xs")
 
     p = sub.add_parser("eval", help="test accuracy and loss of checkpoints, or of their ensemble")
@@ -113,9 +116,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("study", help="run a study grid (resumable) and write its tables and plots")
     p.add_argument("config_file", help="study YAML (see configs/studies/)")
     p.add_argument("--out", help="study folder (default runs/studies/NAME)")
-    p.add_argument("--jobs", type=int, default=1, help="cells run in parallel processes (1 thread each)")
+    p.add_argument("--jobs", type=int, default=1, help="cells run in parallel processes")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per cell (default 1)")
     p.add_argument("--device", dest="device", help="auto, cpu or cuda[:N]")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("report", help="write one self-contained report.html for a run, a ckptkd run output or a study")
+    p.add_argument("folder", metavar="RUN_OR_STUDY", help="a run folder, the --out of ckptkd run, or a study folder")
+    p.add_argument("--out", help="the HTML file to write (default RUN_OR_STUDY/report.html)")
 
     sub.add_parser("models", help="list the registered architectures")
     return parser

@@ -7,6 +7,7 @@ from pathlib import Path
 from ..config import DataConfig, DistillConfig, InfoConfig, RunConfig, TrainConfig, from_dict, load_config, to_dict
 from ..data import load_dataset
 from ..errors import CkptkdError
+from ..models import create_model
 
 
 def _progress(args) -> bool:
@@ -24,40 +25,57 @@ def run(args, overrides):
 
 def train(args, overrides):
     from ..train import resolve_device, train as train_model
-    from ..trajectory import Run
 
     cfg = load_config(TrainConfig, args.config, overrides)
     data = load_dataset(cfg.data)
-    run_ = Run.create(args.out, to_dict(cfg), model=cfg.train.model, num_classes=data.num_classes,
-                      in_shape=data.in_shape, data_fingerprint=data.fingerprint,
-                      overwrite=args.overwrite, resume=args.resume)
-    if run_.complete:
-        print(f"{args.out}: already complete ({len(run_.checkpoints())} checkpoints)")
+    create_model(cfg.train.model, data.num_classes, data.in_shape)  # a bad model spec fails before --out exists
+    device = resolve_device(cfg.device)  # so does a device this machine lacks
+    run_, complete = _create_run(args, to_dict(cfg), model=cfg.train.model, num_classes=data.num_classes,
+                                 in_shape=data.in_shape, data_fingerprint=data.fingerprint)
+    if complete:
+        if run_ is not None:
+            print(f"{args.out}: already complete ({len(run_.checkpoints())} checkpoints)")
         return
-    _, rec = train_model(data, cfg.train, seed=cfg.seed, device=resolve_device(cfg.device), run=run_,
+    _, rec = train_model(data, cfg.train, seed=cfg.seed, device=device, run=run_,
                          progress=_progress(args), desc=cfg.train.model)
-    print(f"{args.out}: {len(run_.checkpoints())} checkpoints, test acc {100 * rec['test_acc']:.2f}%")
+    if run_ is not None:
+        print(f"{args.out}: {len(run_.checkpoints())} checkpoints, test acc {100 * rec['test_acc']:.2f}%")
 
 
 def distill(args, overrides):
     from ..distill import Teacher, distill as distill_model
     from ..train import resolve_device
-    from ..trajectory import Run, open_checkpoint
+    from ..trajectory import open_checkpoint
 
     overrides |= {"teachers": args.teachers} | ({"teacher_model": args.teacher_model} if args.teacher_model else {})
     cfg = load_config(DistillConfig, args.config, overrides)
     data = load_dataset(cfg.data)
     ckpts = [open_checkpoint(t, cfg.teacher_model) for t in cfg.teachers]
     teacher = Teacher.from_checkpoints(ckpts, data.num_classes, data.in_shape, cfg.kd.combine)
-    run_ = Run.create(args.out, to_dict(cfg), model=cfg.student.model, num_classes=data.num_classes,
-                      in_shape=data.in_shape, data_fingerprint=data.fingerprint, kind="distill",
-                      overwrite=args.overwrite, resume=args.resume)
-    if run_.complete:
-        print(f"{args.out}: already complete")
+    create_model(cfg.student.model, data.num_classes, data.in_shape)  # a bad model spec fails before --out exists
+    device = resolve_device(cfg.device)  # so does a device this machine lacks
+    run_, complete = _create_run(args, to_dict(cfg), model=cfg.student.model, num_classes=data.num_classes,
+                                 in_shape=data.in_shape, data_fingerprint=data.fingerprint, kind="distill")
+    if complete:
+        if run_ is not None:
+            print(f"{args.out}: already complete")
         return
-    _, rec = distill_model(data, cfg.student, teacher, cfg.kd, seed=cfg.seed, device=resolve_device(cfg.device),
-                           run=run_, progress=_progress(args))
-    print(f"{args.out}: student test acc {100 * rec['test_acc']:.2f}%")
+    _, rec = distill_model(data, cfg.student, teacher, cfg.kd, seed=cfg.seed, device=device,
+                           run=run_, progress=_progress(args), cache_dir=args.cache_dir)
+    if run_ is not None:
+        print(f"{args.out}: student test acc {100 * rec['test_acc']:.2f}%")
+
+
+def _create_run(args, config: dict, **make):
+    """(run, complete): ``Run.create`` for --out. Under torchrun only rank 0 creates the
+    folder and gets the run (the others get None and write nothing); every rank learns
+    whether it is already complete, and every rank raises rank 0's error."""
+    from .. import parallel
+    from ..trajectory import Run
+
+    run_ = parallel.on_main(lambda: Run.create(args.out, config, overwrite=args.overwrite, resume=args.resume,
+                                               **make))
+    return run_, parallel.share(run_ is not None and run_.complete)
 
 
 def eval(args, overrides):  # noqa: A001 - the subcommand's name
@@ -104,8 +122,15 @@ def load_yaml_section(path, section: str) -> dict:
         doc = yaml.safe_load(Path(path).read_text()) or {}
     except FileNotFoundError:
         raise CkptkdError(f"config file {str(path)!r} does not exist") from None
-    except yaml.YAMLError as e:
-        raise CkptkdError(f"config file {str(path)!r} is not valid YAML ({str(e).splitlines()[0]})") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CkptkdError(f"config file {str(path)!r} is not valid YAML ({first})") from None
+    except RecursionError:
+        raise CkptkdError(f"config file {str(path)!r} is nested too deeply to be a ckptkd config") from None
+    except OSError as e:
+        raise CkptkdError(f"config file {str(path)!r} cannot be read ({e.strerror or e})") from None
+    if not isinstance(doc, dict):
+        raise CkptkdError(f"config file {str(path)!r} must be a mapping of sections, got {type(doc).__name__}")
     return doc.get(section) or {}
 
 
@@ -152,6 +177,9 @@ def format_analysis(rows: list[dict], cfg: InfoConfig) -> str:
 def select(args, overrides):
     from ..select import choose
 
+    if args.k < 1 or args.min_spacing < 0:
+        raise CkptkdError(f"-k must be at least 1 and --min-spacing at least 0, got -k {args.k} "
+                          f"--min-spacing {args.min_spacing}")
     cfg, ckpts, rows = _analysis(args, overrides) if "mi" in args.policy.split("+") else (None, None, None)
     if ckpts is None:
         from ..trajectory import open_trajectory
@@ -180,14 +208,21 @@ def study(args, overrides):
 
     cfg = load_config(StudyConfig, args.config_file, overrides)
     out = Path(args.out or Path("runs") / "studies" / cfg.name)
-    if args.jobs < 1:
-        raise CkptkdError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.jobs < 1 or args.threads < 1:
+        raise CkptkdError(f"--jobs and --threads must be at least 1, got {args.jobs} and {args.threads}")
     device = str(resolve_device(cfg.device))
-    results = run_study(cfg, out, jobs=args.jobs, device=device, progress=_progress(args))
+    results = run_study(cfg, out, jobs=args.jobs, device=device, progress=_progress(args), threads=args.threads)
     write_tables(results, out)
     plot_study(results, out)
     print(render_markdown(results))
     print(f"wrote {out}/tables.md, tables.json, table_*.csv, student_vs_epoch.png, information_plane.png")
+
+
+def report(args, overrides):
+    from ..report.html import write_report
+
+    path = write_report(args.folder, args.out)
+    print(f"wrote {path}")
 
 
 def models(args, overrides):

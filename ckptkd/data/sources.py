@@ -13,7 +13,11 @@ from ..errors import CkptkdError
 
 def cache_dir() -> Path:
     path = Path(os.environ.get("CKPTKD_CACHE", Path.home() / ".cache" / "ckptkd"))
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CkptkdError(f"cannot create the cache folder {str(path)!r} ({e.strerror}); "
+                          "point CKPTKD_CACHE at a writable folder") from None
     return path
 
 
@@ -39,8 +43,11 @@ def mnist1d(num_samples: int, seed: int):
     arrays = {k: d[k] for k in ("x", "y", "x_test", "y_test")}
     arrays["x"], arrays["x_test"] = arrays["x"][:, None, :], arrays["x_test"][:, None, :]
     tmp = cached.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, cached)
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, cached)
+    except OSError:  # a read-only or full cache only costs the next call the generation
+        tmp.unlink(missing_ok=True)
     return arrays["x"], arrays["y"], arrays["x_test"], arrays["y_test"], "signal"
 
 

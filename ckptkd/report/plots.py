@@ -8,6 +8,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ..trajectory.io import write_error  # noqa: E402
+
 
 def information_plane(rows: list[dict], ax, color_key: str = "epoch", label: str = "epoch"):
     """I(X;F) against I(Y;F), points coloured by ``color_key`` and joined in epoch order."""
@@ -45,8 +47,13 @@ def plot_analysis(rows: list[dict], folder: Path) -> list[Path]:
         fig.tight_layout()
         path = Path(folder) / name
         tmp = path.with_name(f".{name}.tmp.png")
-        fig.savefig(tmp)
-        plt.close(fig)
-        tmp.replace(path)
+        try:
+            fig.savefig(tmp)
+            tmp.replace(path)
+        except OSError as e:  # a read-only or full folder
+            tmp.unlink(missing_ok=True)
+            raise write_error(path, e) from None
+        finally:
+            plt.close(fig)
         paths.append(path)
     return paths

@@ -84,11 +84,11 @@ def run_cell(cell: Cell, cfg: StudyConfig, root: Path, device="cpu", cache_dir: 
     return result
 
 
-def run_cell_from_dicts(cell: dict, cfg: dict, root: str, device: str, cache_dir: str | None) -> dict:
+def run_cell_from_dicts(cell: dict, cfg: dict, root: str, device: str, cache_dir: str | None, threads: int) -> dict:
     """Entry point for worker processes (plain, picklable arguments)."""
     import torch
 
-    torch.set_num_threads(1)  # parallel cells, not parallel ops: small models scale better that way
+    torch.set_num_threads(threads)
     study = from_dict(StudyConfig, cfg)
     return run_cell(Cell(**{**cell, "teachers": tuple(cell["teachers"])}), study, Path(root), device,
                     Path(cache_dir) if cache_dir else None)

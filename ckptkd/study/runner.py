@@ -64,7 +64,7 @@ def _run_all(cells: list[Cell], cfg: StudyConfig, root: Path, device: str, jobs:
         ctx = mp.get_context("spawn")  # fork after torch has started threads can deadlock
         with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
             futures = [pool.submit(run_cell_from_dicts, {**asdict(c), "teachers": list(c.teachers)}, to_dict(cfg),
-                                   str(root), device, str(root / "cache")) for c in todo]
+                                   str(root), device, str(root / "cache"), torch.get_num_threads()) for c in todo]
             for f in cf.as_completed(futures):
                 f.result()
                 bar.update()
@@ -92,9 +92,21 @@ def analyses(cfg: StudyConfig, root: Path, device: str) -> dict[str, list[dict]]
 
 
 def run_study(cfg: StudyConfig, root: str | Path, *, jobs: int = 1, device: str = "cpu",
-              progress: bool = True) -> dict:
-    """Run (or continue) the study in ``root``; returns the collected results."""
-    root = Path(root)
+              progress: bool = True, threads: int = 1) -> dict:
+    """Run (or continue) the study in ``root``; returns the collected results.
+
+    Each cell runs on ``threads`` torch threads (``jobs`` cells at a time): the small models
+    of CPU studies run best on one thread each, and oversubscribed threads slow to a crawl.
+    """
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _run_study(cfg, Path(root), jobs, device, progress, threads)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _run_study(cfg: StudyConfig, root: Path, jobs: int, device: str, progress: bool, threads: int) -> dict:
     _open_study(cfg, root)
     started = time.time()
     teachers = teacher_cells(cfg)

@@ -56,7 +56,8 @@ def open_checkpoint(path: str | Path, model: str | None = None) -> Checkpoint:
         if sidecar.exists():
             meta = read_json(sidecar)
         if not (model or meta.get("model")):
-            raise CkptkdError(f"checkpoint {str(path)!r} has no sidecar naming its model; pass the architecture")
+            raise CkptkdError(f"checkpoint {str(path)!r} has no sidecar naming its model; "
+                              "say its architecture (--teacher-model / --model)")
         return Checkpoint(path, int(meta.get("epoch", 0)), meta, model or meta["model"], meta.get("sha256"))
     if path.suffix not in SUFFIXES:
         raise CkptkdError(f"{str(path)!r} is not a checkpoint file (.safetensors, {', '.join(SUFFIXES)})")
@@ -85,14 +86,18 @@ def load_model(ckpt: Checkpoint, num_classes: int, in_shape: tuple[int, ...]) ->
             "give the architecture it was trained with"
         )
     mine = model.state_dict()
-    bad = [k for k in wanted if state[k].shape != mine[k].shape]
+    bad = [k for k in mine if k in wanted and state[k].shape != mine[k].shape]  # in the model's layer order
+    head = next((k for k in bad if k.endswith("fc.bias")), None)  # the classifier's bias: one entry per class
+    if head and state[head].shape[:1] != mine[head].shape[:1]:
+        raise CkptkdError(
+            f"checkpoint {str(ckpt.path)!r} was trained for {state[head].shape[0]} classes but the data has "
+            f"{num_classes}; give data with the classes it was trained on"
+        )
     if bad:
-        k = sorted(bad)[0]
-        hint = " (the class counts differ: the data has a different number of classes)" if k.endswith(
-            ("fc.weight", "fc.bias")) else ""
+        k = bad[0]
         raise CkptkdError(
             f"checkpoint {str(ckpt.path)!r} does not fit {ckpt.model!r}: {k} is {tuple(state[k].shape)} "
-            f"but the model expects {tuple(mine[k].shape)}{hint}"
+            f"but the model expects {tuple(mine[k].shape)}; give the architecture and the data it was trained with"
         )
     model.load_state_dict(state)
     return model.eval()

@@ -5,6 +5,7 @@ target, so a reader sees the old file or the new one, never half of one.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -12,26 +13,55 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from ..errors import CkptkdError
 
 
+# mkstemp makes 0600 files; give ours the mode open() would (0666 less the umask), read once
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
 def atomic_write(path: str | Path, data: bytes) -> None:
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise write_error(path, e) from None
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
+    except OSError:  # a filesystem without modes keeps its own
+        pass
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):  # a read-only or full folder is the user's to fix: say which
+            raise write_error(path, e) from None
         raise
     _fsync_dir(path.parent)
+
+
+def write_error(path: str | Path, e: OSError) -> CkptkdError:
+    """The one-line message for an ``OSError`` while writing ``path``: a full disk, a read-only folder, ..."""
+    path = Path(path)
+    folder, reason = str(path.parent), e.strerror or type(e).__name__
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return CkptkdError(f"no space left to write {str(path)!r} ({reason}); free space on the disk that holds "
+                           f"{folder!r}, or choose another output folder")
+    if e.errno == errno.ENOENT:
+        return CkptkdError(f"cannot write {str(path)!r}: the folder {folder!r} does not exist")
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return CkptkdError(f"cannot write {str(path)!r}: the folder {folder!r} is not writable ({reason}); "
+                           "make it writable or choose another output folder")
+    return CkptkdError(f"cannot write {str(path)!r} ({reason}); check that {folder!r} is a writable folder "
+                       "with free space")
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -87,11 +117,16 @@ def load_weights(path: str | Path, expected_sha256: str | None = None) -> dict[s
         data = Path(path).read_bytes()
     except FileNotFoundError:
         raise CkptkdError(f"checkpoint {str(path)!r} does not exist") from None
+    except IsADirectoryError:
+        raise CkptkdError(f"{str(path)!r} is a folder, not a checkpoint file") from None
+    if not data:
+        raise CkptkdError(f"checkpoint {str(path)!r} is empty (0 bytes); it was not saved completely")
     if expected_sha256 is not None and sha256_bytes(data) != expected_sha256:
         raise CkptkdError(
             f"checkpoint {str(path)!r} does not match the sha256 in its sidecar; it is truncated or was modified"
         )
     try:
         return st_load(data)
-    except (SafetensorError, ValueError, RuntimeError) as e:
-        raise CkptkdError(f"checkpoint {str(path)!r} is not a valid safetensors file ({e})") from None
+    except Exception as e:  # SafetensorError, ValueError, RuntimeError, ...: a damaged or foreign file
+        detail = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise CkptkdError(f"checkpoint {str(path)!r} is not a valid safetensors file ({detail})") from None

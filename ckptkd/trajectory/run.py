@@ -4,6 +4,8 @@
     RUN/manifest.json         what the run is (model, classes, data fingerprint) and its status
     RUN/metrics.jsonl         one line per epoch
     RUN/checkpoints/epoch_0010.safetensors + epoch_0010.json (sidecar with the sha256)
+    RUN/tensorboard/          the metrics again as TensorBoard events, when tensorboard is installed
+                              (CKPTKD_TENSORBOARD=0 turns it off)
 
 The sidecar is written after the weights, so a checkpoint counts only once both exist and
 the weights hash to the sidecar's sha256: a crash mid-save leaves nothing that looks valid.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 import os
 import shutil
 import time
@@ -22,7 +25,7 @@ import torch
 import yaml
 
 from ..errors import CkptkdError
-from .io import atomic_write, load_weights, read_json, save_weights, write_json
+from .io import atomic_write, load_weights, read_json, save_weights, write_error, write_json
 
 FORMAT = "ckptkd-run"
 
@@ -52,6 +55,7 @@ def config_hash(config: dict) -> str:
 class Run:
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self._tb = None  # the TensorBoard writer: opened by the first log(), False when unavailable
         self.manifest = read_json(self.path / "manifest.json")
         if self.manifest.get("format") != FORMAT:
             raise CkptkdError(f"{str(self.path)!r} holds a manifest.json that is not a ckptkd run")
@@ -67,6 +71,8 @@ class Run:
         """
         path = Path(path)
         want = config_hash(config)
+        if path.exists() and not path.is_dir():
+            raise CkptkdError(f"output folder {str(path)!r} is a file; choose a folder for --out")
         if path.exists() and any(path.iterdir()):
             is_run = (path / "manifest.json").exists()
             if resume and is_run:
@@ -87,6 +93,7 @@ class Run:
             if not is_run:
                 raise CkptkdError(f"refusing to --overwrite {str(path)!r}: it holds files that are not a ckptkd run")
             shutil.rmtree(path)
+        existed = path.exists()
         try:
             (path / "checkpoints").mkdir(parents=True, exist_ok=True)
             atomic_write(path / "config.yaml", yaml.safe_dump(config, sort_keys=False).encode())
@@ -96,8 +103,11 @@ class Run:
                 "in_shape": [int(s) for s in in_shape], "data_fingerprint": data_fingerprint,
                 "config_sha256": want, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "status": "running",
             })
-        except OSError as e:
-            raise CkptkdError(f"cannot write run folder {str(path)!r} ({e.strerror}); choose a writable --out with free space") from None
+        except (OSError, CkptkdError) as e:  # a read-only or full folder: leave no half-made run behind
+            _remove_partial(path, existed)
+            if isinstance(e, CkptkdError):
+                raise
+            raise write_error(Path(e.filename) if e.filename else path / "manifest.json", e) from None
         return cls(path)
 
     # ------------------------------------------------------------ writing
@@ -110,14 +120,43 @@ class Run:
         return Checkpoint(weights, int(epoch), sidecar, self.model, sha)
 
     def log(self, record: dict) -> None:
-        with open(self.path / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        path = self.path / "metrics.jsonl"
+        try:
+            with open(path, "a") as f:
+                f.write(json.dumps(record, sort_keys=True) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            raise write_error(path, e) from None
+        self._log_tensorboard(record)
+
+    def _log_tensorboard(self, record: dict) -> None:
+        """The record's numbers as TensorBoard scalars; never lets TensorBoard break a training."""
+        if self._tb is None:
+            self._tb = _open_tensorboard(self.path / "tensorboard") or False
+        if self._tb is False:
+            return
+        step = record.get("epoch")
+        try:
+            for key, value in record.items():
+                if isinstance(value, numbers.Real) and not isinstance(value, bool) and key != "epoch":
+                    self._tb.add_scalar(key, float(value), global_step=step if isinstance(step, int) else None)
+            self._tb.flush()
+        except Exception:  # noqa: BLE001 - a broken optional logger is dropped, the jsonl log stays
+            self._tb = False
+
+    def close_tensorboard(self) -> None:
+        if self._tb:
+            try:
+                self._tb.close()
+            except Exception:  # noqa: BLE001
+                pass
+        self._tb = None
 
     def mark(self, status: str, **extra) -> None:
         self.manifest.update(status=status, **extra)
         write_json(self.path / "manifest.json", self.manifest)
+        self.close_tensorboard()
 
     # ------------------------------------------------------------ reading
 
@@ -146,3 +185,37 @@ class Run:
     def metrics(self) -> list[dict]:
         lines = (self.path / "metrics.jsonl").read_text().splitlines()
         return [json.loads(line) for line in lines if line.strip()]
+
+
+def _remove_partial(path: Path, existed: bool) -> None:
+    """Undo a run folder that ``Run.create`` could not finish writing."""
+    if not existed:
+        shutil.rmtree(path, ignore_errors=True)
+        return
+    for name in ("config.yaml", "metrics.jsonl", "manifest.json"):
+        try:
+            (path / name).unlink(missing_ok=True)
+        except OSError:
+            pass
+    shutil.rmtree(path / "checkpoints", ignore_errors=True)
+
+
+_TB_MISSING = False
+
+
+def _open_tensorboard(folder: Path):
+    """A ``SummaryWriter`` on ``folder``, or None without tensorboard (the optional extra) or when turned off."""
+    if os.environ.get("CKPTKD_TENSORBOARD", "1").strip().lower() in ("0", "false", "no", "off"):
+        return None
+    global _TB_MISSING
+    if _TB_MISSING:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception:  # noqa: BLE001 - not installed, or installed but broken: metrics.jsonl is enough
+        _TB_MISSING = True
+        return None
+    try:
+        return SummaryWriter(log_dir=str(folder))
+    except Exception:  # noqa: BLE001 - e.g. a folder it cannot write
+        return None

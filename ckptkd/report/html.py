@@ -1,0 +1,530 @@
+"""``ckptkd report``: one self-contained HTML page for a run, a ``ckptkd run`` output, or a study.
+
+Plots are PNGs embedded as base64 data URIs and the CSS is inline: no JavaScript, no fonts,
+nothing fetched (a Content-Security-Policy forbids it), so the file can be mailed, archived
+or opened offline. Every piece of text from the folder goes through ``html.escape``.
+
+    RUN/report.html      a ``ckptkd train`` / ``distill`` run: training curves, checkpoints,
+                         the information plane and score (analysis.json), the chosen checkpoint
+    OUT/report.html      a ``ckptkd run`` output: the results table (pipeline.json), the
+                         teacher's curves and analysis, the students
+    STUDY/report.html    a study: its tables (``ckptkd.report.study``) and plots
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Iterable
+
+from .. import __version__
+from ..errors import CkptkdError
+from ..trajectory import atomic_write
+
+CSS = """
+:root { color-scheme: light; }
+body { margin: 0; background: #f4f5f7; color: #1d2330;
+       font: 15px/1.45 -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; }
+main { max-width: 1100px; margin: 0 auto; padding: 24px 28px 48px; background: #fff; }
+h1 { font-size: 26px; margin: 0 0 4px; }
+h2 { font-size: 19px; margin: 34px 0 10px; padding-bottom: 4px; border-bottom: 2px solid #e3e6ec; }
+h3 { font-size: 15px; margin: 20px 0 6px; }
+p.sub { color: #5b6475; margin: 0 0 8px; }
+dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: 2px 16px; margin: 12px 0; }
+dl.facts dt { color: #5b6475; } dl.facts dd { margin: 0; }
+table { border-collapse: collapse; margin: 8px 0 16px; font-size: 14px; }
+caption { text-align: left; font-weight: 600; padding: 4px 0; }
+th, td { border: 1px solid #d9dde5; padding: 4px 10px; text-align: right; white-space: nowrap; }
+th { background: #eef1f6; } td.text, th.text { text-align: left; }
+tr.mark td { background: #fff4d6; font-weight: 600; }
+figure { display: inline-block; margin: 8px 12px 8px 0; vertical-align: top; }
+figure img { display: block; max-width: 100%; border: 1px solid #e3e6ec; }
+figcaption { color: #5b6475; font-size: 13px; }
+.note { background: #eef5ff; border-left: 4px solid #5b8def; padding: 8px 12px; margin: 10px 0; }
+.warn { background: #fff4e5; border-left: 4px solid #f0a030; padding: 8px 12px; margin: 10px 0; }
+code, pre { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; font-size: 13px; }
+pre { background: #f6f8fa; border: 1px solid #e3e6ec; padding: 10px; overflow-x: auto; }
+.verdict-ok { color: #17803d; font-weight: 600; } .verdict-bad { color: #b42318; font-weight: 600; }
+footer { margin-top: 40px; color: #8a93a3; font-size: 12px; }
+"""
+
+# nothing may be fetched or run: images only from data: URIs, styles only inline
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+
+
+# ---------------------------------------------------------------- tiny templating
+
+
+def esc(value) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def tag(name: str, body: str = "", **attrs) -> str:
+    """``<name attrs>body</name>``; ``body`` is trusted HTML, attribute values are escaped."""
+    attr = "".join(f' {k.rstrip("_").replace("_", "-")}="{esc(v)}"' for k, v in attrs.items() if v is not None)
+    return f"<{name}{attr}>{body}</{name}>"
+
+
+def para(text: str, cls: str | None = None) -> str:
+    return tag("p", esc(text), class_=cls)
+
+
+def command_note(text: str, command: str, cls: str = "note") -> str:
+    return tag("div", f"{esc(text)} {tag('code', esc(command))}", class_=cls)
+
+
+def facts(items: Iterable[tuple[str, object]]) -> str:
+    return tag("dl", "".join(tag("dt", esc(k)) + tag("dd", esc(v)) for k, v in items if v is not None),
+               class_="facts")
+
+
+Column = tuple[str, Callable[[dict], object]]
+
+
+def table(rows: list[dict], columns: list[Column], caption: str | None = None,
+          mark: Callable[[dict], bool] | None = None) -> str:
+    """A table; text columns (whose first shown value is not a number) are left-aligned."""
+    if not rows:
+        return para(f"{caption}: nothing to show." if caption else "nothing to show.", "sub")
+    values = [[get(r) for _, get in columns] for r in rows]
+    text = []
+    for i in range(len(columns)):
+        first = next((_show(vals[i]) for vals in values if _show(vals[i]) != "-"), "-")
+        text.append(not re.match(r"^[+\-−]?\d", first) and first != "-")
+    head = "".join(tag("th", esc(h), class_="text" if t else None) for (h, _), t in zip(columns, text))
+    body = []
+    for r, vals in zip(rows, values):
+        cells = "".join(tag("td", esc(_show(v)), class_="text" if t else None) for v, t in zip(vals, text))
+        body.append(tag("tr", cells, class_="mark" if mark and mark(r) else None))
+    return tag("table", (tag("caption", esc(caption)) if caption else "") + tag("thead", tag("tr", head))
+               + tag("tbody", "".join(body)))
+
+
+def _show(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _fixed(v, digits: int = 3) -> str | None:
+    return f"{v:.{digits}f}" if _number(v) else None
+
+
+def pct(v) -> str | None:
+    return f"{100 * v:.2f}" if _number(v) else None
+
+
+def _get(record: dict, key: str, scale: float = 1.0) -> float:
+    v = record.get(key)
+    return scale * v if _number(v) else math.nan
+
+
+def figure(fig, caption: str) -> str:
+    """A matplotlib figure as an embedded PNG (the figure is closed)."""
+    from .plots import plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return png(buf.getvalue(), caption)
+
+
+def png(data: bytes, caption: str) -> str:
+    src = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+    return tag("figure", f'<img src="{src}" alt="{esc(caption)}">' + tag("figcaption", esc(caption)))
+
+
+def section(title: str, *parts: str, id_: str | None = None) -> str:
+    return tag("section", tag("h2", esc(title)) + "".join(parts), id=id_)
+
+
+def page(title: str, subtitle: str, sections: list[str]) -> str:
+    stamp = time.strftime("%Y-%m-%d %H:%M")
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{esc(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<main>\n"
+        f"<header>{tag('h1', esc(title))}{para(subtitle, 'sub')}</header>\n"
+        + "\n".join(sections)
+        + f"\n<footer>written by ckptkd {esc(__version__)} on {esc(stamp)}; a self-contained file "
+          "(no scripts, nothing fetched)</footer>\n</main>\n</body>\n</html>\n"
+    )
+
+
+# ---------------------------------------------------------------- reading folders
+
+
+def _json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """metrics.jsonl, skipping a line cut short by a crash."""
+    try:
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("epoch"), int):
+            out.append(rec)
+    return out
+
+
+def read_analysis(run_dir: Path) -> dict | None:
+    """analysis.json when it holds rows with numbers for epoch, I(X;F), I(Y;F) and the score."""
+    doc = _json(run_dir / "analysis.json")
+    if not isinstance(doc, dict) or not isinstance(doc.get("rows"), list) or not doc["rows"]:
+        return None
+    ok = all(isinstance(r, dict) and isinstance(r.get("epoch"), int) and all(_number(r.get(k)) for k in
+             ("ixf", "iyf", "score")) for r in doc["rows"])
+    if not ok:
+        return None
+    if not isinstance(doc.get("settings"), dict):
+        doc["settings"] = {}
+    for r in doc["rows"]:
+        if not _number(r.get("teacher_acc")):
+            r["teacher_acc"] = None
+    return doc
+
+
+def kind_of(folder: Path) -> str:
+    if (folder / "results.json").exists() or (folder / "study.yaml").exists():
+        return "study"
+    if (folder / "pipeline.json").exists():
+        return "pipeline"
+    if (folder / "manifest.json").exists():
+        return "run"
+    raise CkptkdError(
+        f"{str(folder)!r} is not a ckptkd run, ckptkd run output or study folder (it has no manifest.json, "
+        "pipeline.json or results.json)"
+    )
+
+
+# ---------------------------------------------------------------- plots
+
+
+def curves_figure(metrics: list[dict], checkpoint_epochs: Iterable[int] = (), title: str = ""):
+    from .plots import plt
+
+    epochs = [m["epoch"] for m in metrics]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for key, label, style in (("train_loss", "train", "-"), ("test_loss", "test", "--")):
+        if any(key in m for m in metrics):
+            ax_loss.plot(epochs, [_get(m, key) for m in metrics], style, marker="o", ms=3, label=label)
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("cross-entropy loss")
+    ax_loss.set_title(f"{title} loss".strip())
+    ax_loss.legend(fontsize=8)
+    for key, label, style in (("train_acc", "train", "-"), ("test_acc", "test", "--")):
+        if any(key in m for m in metrics):
+            ax_acc.plot(epochs, [_get(m, key, 100) for m in metrics], style, marker="o", ms=3, label=label)
+    saved = [m for m in metrics if m["epoch"] in set(checkpoint_epochs) and _number(m.get("test_acc"))]
+    if saved:
+        ax_acc.scatter([m["epoch"] for m in saved], [100 * m["test_acc"] for m in saved], s=60, facecolors="none",
+                       edgecolors="C3", zorder=3, label="checkpoint saved")
+    ax_acc.set_xlabel("epoch")
+    ax_acc.set_ylabel("accuracy [%]")
+    _integer_epochs(ax_loss)
+    _integer_epochs(ax_acc)
+    ax_acc.set_title(f"{title} accuracy".strip())
+    ax_acc.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _integer_epochs(ax) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def analysis_figures(rows: list[dict]) -> str:
+    from .plots import information_plane, plt, score_vs_epoch
+
+    out = []
+    for draw, caption in ((information_plane, "information plane: I(X;F) against I(Y;F), by epoch"),
+                          (score_vs_epoch, "Algorithm 1 score and teacher test accuracy against epoch")):
+        fig, ax = plt.subplots(figsize=(5.0, 3.8))
+        draw(rows, ax)
+        if draw is score_vs_epoch:
+            _integer_epochs(ax)
+        fig.tight_layout()
+        out.append(figure(fig, caption))
+    return "".join(out)
+
+
+# ---------------------------------------------------------------- one run
+
+
+def _run_parts(run_dir: Path, label: str, analyze_cmd: str) -> list[str]:
+    """Training curves, checkpoints and the information analysis of one run folder."""
+    manifest = _json(run_dir / "manifest.json") or {}
+    metrics = read_metrics(run_dir)
+    sidecars = []
+    for path in sorted((run_dir / "checkpoints").glob("epoch_*.json")):
+        meta = _json(path)
+        if isinstance(meta, dict) and isinstance(meta.get("epoch"), int) and path.with_suffix(".safetensors").exists():
+            sidecars.append(meta)
+    sidecars.sort(key=lambda m: m["epoch"])
+    parts = []
+
+    curves = [facts([("model", manifest.get("model")), ("kind", manifest.get("kind")),
+                     ("status", manifest.get("status")), ("classes", manifest.get("num_classes")),
+                     ("input shape", tuple(manifest.get("in_shape") or ()) or None),
+                     ("created", manifest.get("created")), ("epochs logged", len(metrics)),
+                     ("checkpoints", len(sidecars))])]
+    if metrics:
+        curves.append(figure(curves_figure(metrics, [m["epoch"] for m in sidecars], label),
+                             f"{label}: loss and accuracy against epoch (metrics.jsonl)"))
+    else:
+        curves.append(para("metrics.jsonl holds no epoch yet.", "warn"))
+    parts.append(section(f"{label}: training", *curves))
+
+    analysis = read_analysis(run_dir)
+    info = []
+    if analysis is None:
+        info.append(command_note(f"No analysis.json in {run_dir}: the information plane and the scores come from",
+                                 analyze_cmd, "warn"))
+        best = None
+    else:
+        s = analysis.get("settings", {})
+        rows = analysis["rows"]
+        info.append(para(f"estimator {s.get('estimator')} on {s.get('features')} features, "
+                         f"{analysis.get('probe_n')} probe samples, {s.get('scaling')} scaling, "
+                         f"estimates in {analysis.get('unit', 'nats')}."))
+        if any(r.get("saturated") for r in rows):
+            info.append(para("Some estimates are within 5% of log N (saturated): raise the noise fraction or "
+                             "the probe size.", "warn"))
+        info.append(analysis_figures(rows))
+        best = max(rows, key=lambda r: (r["score"], r["epoch"]))
+        info.append(tag("p", esc(f"Algorithm 1 picks epoch {best['epoch']} (the highest score, "
+                                 f"{best['score']:.3f}); ") + tag("code", esc(f"ckptkd select {run_dir}"))
+                        + esc(" prints the ranking, and -k K picks a snapshot ensemble.")))
+    by_epoch = {r["epoch"]: r for r in (analysis or {}).get("rows", [])}
+    ckpt_rows = [{**m, **{k: by_epoch.get(m["epoch"], {}).get(k) for k in ("ixf", "iyf", "score")}}
+                 for m in sidecars]
+    columns: list[Column] = [("epoch", lambda r: r["epoch"]), ("train acc %", lambda r: pct(r.get("train_acc"))),
+                             ("test acc %", lambda r: pct(r.get("test_acc"))), ("test loss", lambda r: _fixed(r.get("test_loss"), 4))]
+    if analysis is not None:
+        columns += [("I(X;F)", lambda r: _fixed(r["ixf"])), ("I(Y;F)", lambda r: _fixed(r["iyf"])),
+                    ("score", lambda r: _fixed(r["score"]))]
+    info.append(table(ckpt_rows, columns, caption=f"checkpoints of {label}" + (" (chosen one marked)" if best else ""),
+                      mark=(lambda r: r["epoch"] == best["epoch"]) if best else None))
+    parts.append(section(f"{label}: checkpoints and information", *info))
+    return parts
+
+
+def _config_section(path: Path, title: str = "configuration") -> str:
+    try:
+        text = path.read_text()
+    except OSError:
+        return ""
+    return section(title, tag("pre", esc(text)))
+
+
+def render_run(folder: Path) -> str:
+    manifest = _json(folder / "manifest.json") or {}
+    cfg = _json_yaml(folder / "config.yaml")
+    data = (cfg.get("data") or {}).get("spec") if isinstance(cfg, dict) else None
+    parts = _run_parts(folder, str(manifest.get("model", "model")), f"ckptkd analyze {folder}")
+    parts.append(_config_section(folder / "config.yaml", "configuration (config.yaml)"))
+    subtitle = f"ckptkd {manifest.get('kind', 'train')} run of {manifest.get('model')}" + (f" on {data}" if data else "")
+    return page(f"ckptkd report: {folder.name or folder}", subtitle, parts)
+
+
+def _json_yaml(path: Path):
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError, RecursionError):
+        return None
+
+
+# ---------------------------------------------------------------- a ckptkd run output
+
+
+def render_pipeline(folder: Path) -> str:
+    doc = _json(folder / "pipeline.json") or {}
+    cfg = doc.get("config") or {}
+    teacher, student = cfg.get("teacher") or {}, cfg.get("student") or {}
+    parts = []
+    results = [facts([("teacher", f"{teacher.get('model')}, {teacher.get('epochs')} epochs, a checkpoint every "
+                                  f"{teacher.get('save_every')}"),
+                      ("student", f"{student.get('model')}, {student.get('epochs')} epochs"),
+                      ("data", (cfg.get("data") or {}).get("spec")), ("seed", cfg.get("seed")),
+                      ("selection", f"policy {(cfg.get('select') or {}).get('policy')}, "
+                                    f"k {(cfg.get('select') or {}).get('k')}"),
+                      ("KD", f"T {(cfg.get('kd') or {}).get('temperature')}, alpha {(cfg.get('kd') or {}).get('alpha')}"),
+                      ("status", doc.get("status"))])]
+    rows = doc.get("rows") or []
+    if rows:
+        results.append(table(rows, [("role", lambda r: r.get("role")), ("teacher", lambda r: r.get("teacher")),
+                                    ("teacher acc %", lambda r: pct(r.get("teacher_acc"))),
+                                    ("student acc %", lambda r: pct(r.get("student_acc")))],
+                             caption="students by teacher (pipeline.json)",
+                             mark=lambda r: str(r.get("role", "")).startswith("chosen")))
+    else:
+        results.append(command_note("The run is not complete, so there is no results table yet; continue it with",
+                                    f"ckptkd run --out {folder} --resume", "warn"))
+    parts.append(section("results: the chosen checkpoints", *results))
+    if (folder / "teacher" / "manifest.json").exists():
+        parts += _run_parts(folder / "teacher", "teacher", f"ckptkd analyze {folder / 'teacher'}")
+    students = [(p.name, read_metrics(p)) for p in sorted((folder / "students").glob("*"))
+                if (p / "manifest.json").exists()]
+    students = [(n, m) for n, m in students if m]
+    if students:
+        from .plots import plt
+
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        for name, metrics in students:
+            ax.plot([m["epoch"] for m in metrics], [_get(m, "test_acc", 100) for m in metrics], "o-", ms=3,
+                    label=name)
+        ax.set_xlabel("epoch")
+        _integer_epochs(ax)
+        ax.set_ylabel("student test accuracy [%]")
+        ax.set_title("students")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        parts.append(section("students", figure(fig, "test accuracy of each student against epoch"),
+                             table([{"student": n, **m[-1]} for n, m in students],
+                                   [("student", lambda r: r["student"]), ("epochs", lambda r: r["epoch"]),
+                                    ("test acc %", lambda r: pct(r.get("test_acc"))),
+                                    ("test loss", lambda r: _fixed(r.get("test_loss"), 4))],
+                                   caption="last epoch")))
+    parts.append(section("configuration (pipeline.json)", tag("pre", esc(json.dumps(cfg, indent=2)))))
+    subtitle = f"ckptkd run: {teacher.get('model')} → {student.get('model')} on {(cfg.get('data') or {}).get('spec')}"
+    return page(f"ckptkd report: {folder.name or folder}", subtitle, parts)
+
+
+# ---------------------------------------------------------------- a study
+
+
+def _student(r: dict) -> str:
+    from .study import fmt
+
+    return fmt(r["student_mean"], r["student_std"])
+
+
+def _cell(key: str) -> Callable[[dict], str]:
+    from .study import _cell as study_cell  # the same number formats as tables.md
+
+    return lambda r: study_cell(r, key)
+
+
+STUDY_TABLES = {
+    "intermediate": ("Full teacher vs intermediate teacher (the paper's Table 1)",
+                     [("teacher", _cell("teacher")), ("epoch", _cell("epoch")), ("teacher acc %", _cell("teacher_acc")),
+                      ("student acc %", _student), ("Δ vs full teacher's student", _cell("delta_vs_full"))]),
+    "ensembles": ("Full ensemble vs snapshot ensemble (the paper's Table 2)",
+                  [("teacher", _cell("ensemble")), ("epochs", _cell("epochs")),
+                   ("ensemble acc %", _cell("ensemble_acc")), ("student acc %", _student)]),
+    "selection": ("Selection: which checkpoint each rule picks (regret = best checkpoint's student − this one)",
+                  [("rule", _cell("rule")), ("epoch", _cell("epoch")), ("student acc %", _student),
+                   ("regret", _cell("regret")), ("Spearman ρ (score vs student)", _cell("spearman"))]),
+    "checkpoints": ("Every checkpoint of the trajectory",
+                    [("epoch", _cell("epoch")), ("teacher train acc %", _cell("teacher_train_acc")),
+                     ("teacher acc %", _cell("teacher_acc")), ("I(X;F)", _cell("ixf")), ("I(Y;F)", _cell("iyf")),
+                     ("score", _cell("score")), ("student acc %", _student)]),
+}
+
+
+def render_study(folder: Path) -> str:
+    results = _json(folder / "results.json")
+    if not isinstance(results, dict):
+        raise CkptkdError(f"study {str(folder)!r} has no readable results.json yet; run (or finish) it with "
+                          f"ckptkd study CONFIG --out {folder}")
+    try:
+        return _study_page(results)
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, ZeroDivisionError) as e:
+        raise CkptkdError(f"{str(folder / 'results.json')!r} does not hold a finished study "
+                          f"({type(e).__name__}: {e}); run ckptkd study again to complete it") from None
+
+
+def _study_page(results: dict) -> str:
+    from .study import (checkpoint_rows, plot_study, table_ensembles, table_intermediate, table_selection,
+                        verdicts)
+
+    cfg = results["config"]
+    tables = {"intermediate": table_intermediate(results), "ensembles": table_ensembles(results),
+              "selection": table_selection(results), "checkpoints": checkpoint_rows(results)}
+    v = verdicts(results)
+    noise = cfg["data"].get("label_noise")
+    subtitle = (f"study {cfg['name']}: {cfg['teacher']['model']} → {cfg['student']['model']} on "
+                f"{cfg['data']['spec']}{f' with {int(100 * noise)}% flipped labels' if noise else ''}; "
+                f"{len(cfg['student_seeds'])} student seeds, accuracies in %, mean ± std")
+
+    def verdict(ok: bool, yes: str, no: str) -> str:
+        return tag("span", esc(yes if ok else no), class_="verdict-ok" if ok else "verdict-bad")
+
+    targets = tag("p", (
+        f"{esc(v['estimator'])} total score: regret {100 * v['regret']:+.2f} against seed noise "
+        f"{100 * v['seed_noise']:.2f} → {verdict(v['within_noise_of_best'], 'within', 'NOT within')} noise of the best; "
+        f"vs the full teacher's student {100 * v['vs_full']:+.2f} → "
+        f"{verdict(v['not_worse_than_full'], 'not worse', 'WORSE')}; Spearman ρ = "
+        f"{esc(_show(_fixed(v['spearman'], 2)))}."))
+    parts = [section("verdicts", targets)]
+    with tempfile.TemporaryDirectory() as tmp:  # the study's own plots, drawn once more, embedded
+        paths = plot_study(results, Path(tmp))
+        plots = "".join(png(p.read_bytes(), caption) for p, caption in zip(paths, [
+            "student accuracy against the epoch of its teacher checkpoint (teacher accuracy dotted)",
+            "information plane of the trajectory, coloured by the accuracy of the student it taught"]))
+    est = cfg["info"]["estimator"]
+    rows = results["analysis"].get(est) or []
+    extra = analysis_figures(rows) if rows and all("score" in r for r in rows) else ""
+    parts.append(section("plots", plots, extra))
+    for key, (title, columns) in STUDY_TABLES.items():
+        mark = None
+        if key == "selection":
+            mark = lambda r: r["rule"] == f"{est}: total (Algorithm 1)"  # noqa: E731
+        parts.append(section(title, table(tables[key], columns, mark=mark)))
+    parts.append(section("configuration (results.json)", tag("pre", esc(json.dumps(cfg, indent=2)))))
+    return page(f"ckptkd report: study {cfg['name']}", subtitle, parts)
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def render_report(folder: str | Path) -> str:
+    folder = Path(folder)
+    if not folder.exists():
+        raise CkptkdError(f"{str(folder)!r} does not exist; give a run, ckptkd run output or study folder")
+    if not folder.is_dir():
+        raise CkptkdError(f"{str(folder)!r} is a file; give a run, ckptkd run output or study folder")
+    kind = kind_of(folder)
+    if kind == "study":
+        return render_study(folder)
+    if kind == "pipeline":
+        return render_pipeline(folder)
+    return render_run(folder)
+
+
+def write_report(folder: str | Path, out: str | Path | None = None) -> Path:
+    """Render the report of ``folder`` into ``out`` (default ``folder/report.html``); return its path."""
+    text = render_report(folder)
+    out = Path(out) if out is not None else Path(folder) / "report.html"
+    if out.is_dir():
+        out = out / "report.html"
+    atomic_write(out, text.encode("utf-8"))
+    return out

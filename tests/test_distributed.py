@@ -1,0 +1,76 @@
+"""torchrun: two CPU processes (gloo) train the model that one process trains.
+
+Each rank takes half of every global batch and DDP averages the gradients, so the two
+runs differ only in float summation order. BatchNorm would add a real difference: under
+DDP it normalises each rank's half on its own, and PyTorch's SyncBatchNorm runs on CUDA
+only. The comparison therefore uses a model without BatchNorm, ``plain_mlp`` below,
+which the subprocesses import from this file.
+"""
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ckptkd.cli import main
+from ckptkd.trajectory import Run
+
+ARGS = ["train", "--data", "digits", "--model", "test_distributed:plain_mlp", "--epochs", "2",
+        "--batch-size", "64", "--save-every", "1", "--device", "cpu", "--quiet"]
+
+
+def plain_mlp(num_classes, in_shape):
+    """A BatchNorm-free classifier (model spec ``test_distributed:plain_mlp``)."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(in_shape), 32), nn.ReLU(), nn.Linear(32, num_classes))
+
+
+def torchrun(args: list[str]) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node 2 -m ckptkd ARGS`` on CPU; fails the test if it fails."""
+    tests = str(Path(__file__).parent)
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH")) if p)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "ckptkd", *args]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return proc
+
+
+def assert_same_weights(a: Run, b: Run) -> None:
+    assert [c.epoch for c in a.checkpoints()] == [c.epoch for c in b.checkpoints()]
+    for ca, cb in zip(a.checkpoints(), b.checkpoints()):
+        wa, wb = ca.state_dict(), cb.state_dict()
+        assert wa.keys() == wb.keys()
+        for k in wa:
+            assert torch.allclose(wa[k], wb[k], rtol=1e-4, atol=1e-5), (ca.epoch, k, (wa[k] - wb[k]).abs().max())
+
+
+def test_two_torchrun_processes_train_what_one_process_trains(tmp_path):
+    proc = torchrun([*ARGS, "--out", str(tmp_path / "ddp")])
+    assert main([*ARGS, "--out", str(tmp_path / "one")]) == 0
+
+    ddp, one = Run(tmp_path / "ddp"), Run(tmp_path / "one")
+    # only rank 0 wrote: one line per epoch, one checkpoint per save, one summary line
+    assert [r["epoch"] for r in ddp.metrics()] == [1, 2]
+    assert [c.epoch for c in ddp.checkpoints()] == [1, 2] and ddp.complete
+    assert proc.stdout.count("test acc") == 1
+    assert_same_weights(ddp, one)
+    for ra, rb in zip(ddp.metrics(), one.metrics()):  # metrics are summed over the ranks
+        assert ra["step"] == rb["step"]
+        assert math.isclose(ra["train_loss"], rb["train_loss"], rel_tol=1e-4)
+        assert math.isclose(ra["train_acc"], rb["train_acc"], abs_tol=2 / 1437)
+        assert math.isclose(ra["test_acc"], rb["test_acc"], abs_tol=1e-9)
+
+
+def test_two_torchrun_processes_distill_from_a_cache_what_one_process_distills(tmp_path):
+    """Rank 0 builds the teacher cache, both ranks read it; the student matches one process
+    distilling without a cache."""
+    assert main([*ARGS, "--out", str(tmp_path / "teacher")]) == 0
+    teacher = str(Run(tmp_path / "teacher").checkpoints()[-1].path)
+    distill = ["distill", "--teacher", teacher, *ARGS[1:]]
+    torchrun([*distill, "--cache-dir", str(tmp_path / "cache"), "--out", str(tmp_path / "ddp")])
+    assert main([*distill, "--out", str(tmp_path / "one")]) == 0
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 1
+    assert_same_weights(Run(tmp_path / "ddp"), Run(tmp_path / "one"))

@@ -1,0 +1,595 @@
+"""Every bad input answered: exit status 2, one line on stderr, nothing changed on disk.
+
+``CASES`` below is the single list of bad inputs; the table in docs/errors.md is generated
+from it and a test checks the two agree. After adding or changing a case, rewrite the table:
+
+    python tests/test_errors_table.py --write
+
+Each case runs the CLI in a fresh folder (the working directory, so every path in a message
+is relative and the messages are exact), set up from a shared template: ``run/`` is a tiny
+trained ckptkd run (digits, mlp_xs, a checkpoint after each of 3 epochs) and ``good.pt`` its
+last checkpoint re-saved as a plain PyTorch state_dict. In a message, ``…`` stands for text
+that comes from a library (torch, safetensors, PyYAML) and may change with its version.
+"""
+from __future__ import annotations
+
+import builtins
+import errno
+import hashlib
+import io
+import os
+import pickle
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "errors.md"
+START, END = "<!-- errors-table:start -->", "<!-- errors-table:end -->"
+
+
+# ---------------------------------------------------------------- building bad inputs
+
+
+class _Exec:
+    """Unpickling this runs code: it writes ``pwned`` into MARKER (never created in these tests)."""
+
+    def __reduce__(self):
+        return (builtins.exec, ("open('MARKER', 'w').write('pwned')",))
+
+
+def _npz(name, **arrays):
+    """A valid 3-class dataset of 8x8 images, with ``arrays`` replacing some of it."""
+    def make(tmp: Path):
+        rng = np.random.default_rng(0)
+        base = {"x": rng.random((30, 1, 8, 8), dtype=np.float32), "y": np.arange(30) % 3,
+                "x_test": rng.random((9, 1, 8, 8), dtype=np.float32), "y_test": np.arange(9) % 3}
+        base.update({k: v() if callable(v) else v for k, v in arrays.items()})
+        np.savez(tmp / name, **{k: v for k, v in base.items() if v is not None})
+    return make
+
+
+def _text(name, content: str):
+    def make(tmp: Path):
+        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / name).write_text(content)
+    return make
+
+
+def _bytes(name, content: Callable[[Path], bytes]):
+    def make(tmp: Path):
+        (tmp / name).write_bytes(content(tmp))
+    return make
+
+
+def _truncate(name):
+    def make(tmp: Path):
+        data = (tmp / name).read_bytes()
+        (tmp / name).write_bytes(data[: len(data) // 2])
+    return make
+
+
+def _torch_save(name, obj):
+    def make(tmp: Path):
+        import torch
+
+        torch.save(obj() if callable(obj) else obj, tmp / name)
+    return make
+
+
+def _three_class_state():
+    from ckptkd import create_model
+
+    return create_model("mlp_xs", 3, (1, 8, 8)).state_dict()
+
+
+def _evil_cifar(tmp: Path):
+    from ckptkd.data.cifar import write_fake_cifar
+
+    write_fake_cifar(tmp / "cifar", 10, n_train=10, n_test=5)
+    (tmp / "cifar" / "data_batch_1").write_bytes(pickle.dumps({b"data": _Exec()}, protocol=2))
+
+
+def _object_npz(tmp: Path):
+    np.savez(tmp / "objects.npz", x=np.array([_Exec()], dtype=object), y=np.arange(1), x_test=np.zeros((1, 1, 8)),
+             y_test=np.arange(1))
+
+
+def _mkdir(name):
+    def make(tmp: Path):
+        (tmp / name).mkdir(parents=True, exist_ok=True)
+    return make
+
+
+def _foreign_folder(tmp: Path):
+    (tmp / "foreign").mkdir()
+    shutil.copy(tmp / "good.pt", tmp / "foreign" / "epoch_3.pt")
+
+
+def _all(*steps):
+    def make(tmp: Path):
+        for s in steps:
+            s(tmp)
+    return make
+
+
+# ---------------------------------------------------------------- the cases
+
+
+@dataclass
+class Case:
+    id: str
+    input: str  # what is wrong, in words (markdown)
+    argv: list[str]  # ckptkd's arguments, run in the prepared folder
+    message: str  # the exact line after "ckptkd: error: "; "…" stands for a library's own words
+    setup: Callable[[Path], None] | None = None
+    simulate: str | None = None  # "readonly:FOLDER", "full" or "full:SUBSTRING" (in-process monkeypatches)
+    new_files: bool = False  # the command may leave new files (never changed ones), e.g. a run that failed midway
+    subprocess: bool = False  # also run as a real ``ckptkd`` process
+    needs_no_cuda: bool = False
+
+    @property
+    def command(self) -> str:
+        return "ckptkd " + " ".join(self.argv)
+
+
+CKPT = "run/checkpoints/epoch_0003.safetensors"
+EVAL = ["--model", "mlp_xs", "--data", "digits"]
+
+
+def _train(*flags, data="digits", out="new"):
+    return ["train", "--data", data, "--model", "mlp_xs", *flags, "--out", out, "--quiet"]
+
+
+def _run(*flags, out="new"):
+    return ["run", "--data", "digits", "--teacher-model", "mlp_xs", "--student-model", "mlp_xs", *flags, "--out", out,
+            "--quiet"]
+
+DATA_ERRORS = "dataset 'npz:bad.npz': "
+
+CASES: list[Case] = [
+    # ------------------------------------------------ checkpoints
+    Case("truncated-pt", "a truncated PyTorch checkpoint (the first half of a saved state_dict)",
+         ["eval", "trunc.pt", *EVAL], "checkpoint 'trunc.pt' is truncated or not a PyTorch file (…)",
+         _all(lambda t: shutil.copy(t / "good.pt", t / "trunc.pt"), _truncate("trunc.pt"))),
+    Case("empty-pt", "an empty (0-byte) checkpoint file", ["eval", "empty.pt", *EVAL],
+         "checkpoint 'empty.pt' is empty (0 bytes); it was not saved completely", _text("empty.pt", "")),
+    Case("text-pt", "a text file named `.pt`", ["eval", "notes.pt", *EVAL],
+         "checkpoint 'notes.pt' is truncated or not a PyTorch file (…)", _text("notes.pt", "epoch 3, lr 0.1\n")),
+    Case("pickle-code", "a pickle checkpoint that would run code when loaded", ["eval", "evil.pt", *EVAL],
+         "refusing to load 'evil.pt': it is not a plain-tensor checkpoint and loading it could run code (…); "
+         "re-save it as a state_dict or safetensors",
+         _bytes("evil.pt", lambda t: pickle.dumps({"fc.weight": _Exec()}, protocol=2)), subprocess=True),
+    Case("foreign-no-tensors", "a foreign checkpoint that holds no tensors (`{'epoch': 3, 'lr': 0.1}`)",
+         ["eval", "hparams.pt", *EVAL], "checkpoint 'hparams.pt' holds no state_dict of tensors",
+         _torch_save("hparams.pt", {"epoch": 3, "lr": 0.1})),
+    Case("truncated-safetensors", "a truncated checkpoint of a ckptkd run (its sidecar holds the sha256)",
+         ["eval", CKPT, "--data", "digits"],
+         f"checkpoint '{CKPT}' does not match the sha256 in its sidecar; it is truncated or was modified",
+         _truncate(CKPT)),
+    Case("empty-safetensors", "an empty `.safetensors` file", ["eval", "empty.safetensors", *EVAL],
+         "checkpoint 'empty.safetensors' is empty (0 bytes); it was not saved completely",
+         _text("empty.safetensors", "")),
+    Case("pickle-as-safetensors", "a `.safetensors` file whose bytes are a pickle",
+         ["eval", "weights.safetensors", *EVAL],
+         "checkpoint 'weights.safetensors' is not a valid safetensors file (…)",
+         _bytes("weights.safetensors", lambda t: pickle.dumps({"fc.weight": _Exec()}, protocol=2))),
+    Case("safetensors-no-sidecar", "a `.safetensors` file without its sidecar, and no `--model`",
+         ["eval", "copy.safetensors", "--data", "digits"],
+         "checkpoint 'copy.safetensors' has no sidecar naming its model; say its architecture (--teacher-model / --model)",
+         lambda t: shutil.copy(t / CKPT, t / "copy.safetensors")),
+    Case("missing-checkpoint", "a checkpoint path that does not exist", ["eval", "nope.pt", *EVAL],
+         "checkpoint 'nope.pt' does not exist"),
+    Case("not-a-checkpoint", "a file that is no checkpoint format", ["eval", "notes.txt", *EVAL],
+         "'notes.txt' is not a checkpoint file (.safetensors, .pt, .pth, .ckpt, .bin)", _text("notes.txt", "x")),
+    Case("folder-as-checkpoint", "a folder where a checkpoint file is expected", ["eval", "run", "--data", "digits"],
+         "'run' is a folder; give a checkpoint file (e.g. RUN/checkpoints/epoch_0030.safetensors)"),
+    Case("foreign-without-model", "a foreign checkpoint without its architecture", ["eval", "good.pt", "--data", "digits"],
+         "'good.pt' is a foreign checkpoint; say its architecture (--teacher-model / --model)"),
+    Case("wrong-architecture", "a checkpoint loaded as another architecture",
+         ["eval", "good.pt", "--model", "cnn1d_xs", "--data", "digits"],
+         "checkpoint 'good.pt' does not match architecture 'cnn1d_xs' (24 missing keys e.g. ['features.0.0.weight', "
+         "'features.0.1.bias'], 7 unexpected e.g. ['features.1.bias', 'features.1.weight']); give the architecture "
+         "it was trained with"),
+    Case("wrong-width", "a checkpoint loaded as a wider model with the same layer names",
+         ["eval", "good.pt", "--model", "mlp_s", "--data", "digits"],
+         "checkpoint 'good.pt' does not fit 'mlp_s': features.1.weight is (32, 64) but the model expects (64, 64); "
+         "give the architecture and the data it was trained with"),
+    Case("mismatched-classes", "a 10-class checkpoint evaluated on 3-class data",
+         ["eval", CKPT, "--data", "npz:three.npz"],
+         f"checkpoint '{CKPT}' was trained for 10 classes but the data has 3; give data with the classes it was "
+         "trained on", _npz("three.npz")),
+    Case("ensemble-incompatible", "an ensemble teacher mixing a 10-class and a 3-class checkpoint",
+         ["distill", "--teacher", CKPT, "--teacher", "three.pt", "--teacher-model", "mlp_xs", "--data", "digits",
+          "--model", "mlp_xs", "--out", "student", "--quiet"],
+         "checkpoint 'three.pt' was trained for 3 classes but the data has 10; give data with the classes it was "
+         "trained on", _torch_save("three.pt", _three_class_state)),
+    Case("unknown-model", "a misspelt architecture", ["train", "--data", "digits", "--model", "mlp_xss", "--out", "new", "--quiet"],
+         "unknown model 'mlp_xss' (did you mean 'mlp_xs'?); `ckptkd models` lists the registered ones"),
+    Case("damaged-manifest", "a run folder whose manifest.json is damaged", ["analyze", "run", "--quiet"],
+         "'run/manifest.json' is not valid JSON (…); the file is damaged", _text("run/manifest.json", '{"format": ')),
+    Case("foreign-manifest", "a folder whose manifest.json belongs to another tool", ["analyze", "run", "--quiet"],
+         "'run' holds a manifest.json that is not a ckptkd run", _text("run/manifest.json", '{"format": "other"}')),
+    # ------------------------------------------------ data
+    Case("empty-data", "a dataset with an empty training split", _train(data="npz:bad.npz"),
+         DATA_ERRORS + "the train split is empty; give at least one sample per split",
+         _npz("bad.npz", x=np.zeros((0, 1, 8, 8), np.float32), y=np.zeros(0, np.int64))),
+    Case("nan-data", "NaN in the training inputs", _train(data="npz:bad.npz"),
+         DATA_ERRORS + "train inputs contain NaN or infinite values; clean or impute them first",
+         _npz("bad.npz", x=np.full((30, 1, 8, 8), np.nan, np.float32))),
+    Case("inf-data", "an infinite value in the test inputs", ["eval", CKPT, "--data", "npz:bad.npz"],
+         DATA_ERRORS + "test inputs contain NaN or infinite values; clean or impute them first",
+         _npz("bad.npz", x_test=lambda: np.where(np.eye(8) > 0, np.inf, 0).astype(np.float32)[None, None].repeat(9, 0))),
+    Case("wrong-shape", "inputs that are one number per sample (shape `(N,)`)",
+         _train(data="npz:bad.npz"),
+         DATA_ERRORS + "train inputs must be (N, C, L) or (N, C, H, W), got shape (30,)",
+         _npz("bad.npz", x=np.zeros(30, np.float32))),
+    Case("wrong-dtype", "boolean inputs", _train(data="npz:bad.npz"),
+         DATA_ERRORS + "train inputs have dtype bool; use a real numeric dtype",
+         _npz("bad.npz", x=np.zeros((30, 1, 8, 8), bool), x_test=np.zeros((9, 1, 8, 8), bool))),
+    Case("float-labels", "labels stored as floats", _train(data="npz:bad.npz"),
+         DATA_ERRORS + "train labels must be a 1-D integer array, got float64 (30,)",
+         _npz("bad.npz", y=np.arange(30) % 3 * 1.0)),
+    Case("negative-labels", "a negative label", _train(data="npz:bad.npz"),
+         DATA_ERRORS + "train labels must be >= 0, found -1", _npz("bad.npz", y=np.arange(30) % 3 - 1)),
+    Case("labels-out-of-range", "test labels beyond the classes of the training split",
+         _train(data="npz:bad.npz"),
+         DATA_ERRORS + "test labels go up to 7 but train labels only to 2; the splits disagree on the classes",
+         _npz("bad.npz", y_test=np.arange(9) % 3 + 5)),
+    Case("label-count", "fewer labels than inputs", _train(data="npz:bad.npz"),
+         DATA_ERRORS + "train has 30 inputs but 29 labels", _npz("bad.npz", y=np.arange(29) % 3)),
+    Case("split-shapes", "test images of another size than the training images",
+         _train(data="npz:bad.npz"),
+         DATA_ERRORS + "train inputs (1, 8, 8) and test inputs (1, 8, 9) differ in shape",
+         _npz("bad.npz", x_test=np.zeros((9, 1, 8, 9), np.float32))),
+    Case("npz-missing-arrays", "an npz file without its test arrays", _train(data="npz:bad.npz"),
+         "npz file 'bad.npz' lacks arrays ['x_test', 'y_test']; it needs x, y, x_test, y_test",
+         _npz("bad.npz", x_test=None, y_test=None)),
+    Case("npz-object-array", "an npz file holding a pickled object array",
+         _train(data="npz:objects.npz"),
+         "npz file 'objects.npz' cannot be read safely (…); save plain numeric arrays", _object_npz),
+    Case("npz-missing", "an npz path that does not exist", _train(data="npz:nope.npz"),
+         "npz file 'nope.npz' does not exist"),
+    Case("unknown-dataset", "a misspelt dataset name", _train(data="digts"),
+         "unknown dataset 'digts' (did you mean 'digits'?); use one of mnist1d, digits, npz:PATH, cifar10:DIR, "
+         "cifar100:DIR, imagefolder:DIR, module.path:function"),
+    Case("cifar-missing", "a CIFAR folder that does not exist", _train(data="cifar10:nope"),
+         "CIFAR folder 'nope' does not exist (or is not a folder); pass the folder that holds the extracted "
+         "'python version' files (or its parent)"),
+    Case("cifar-pickle-code", "a CIFAR batch file that is a pickle which would run code",
+         _train(data="cifar10:cifar"),
+         "cifar/data_batch_1: refusing to unpickle forbidden global __builtin__.exec; a CIFAR batch holds only arrays "
+         "and lists, so this file is not a genuine CIFAR file (it may be malicious) - replace it with the official "
+         "download", _evil_cifar),
+    # ------------------------------------------------ configs and flags
+    Case("misspelt-key", "a misspelt key in a config file (`teacher: {epoch: 3}`)", ["run", "job.yaml"],
+         "unknown config key 'teacher.epoch' (did you mean 'epochs'?)", _text("job.yaml", "teacher:\n  epoch: 3\n")),
+    Case("misspelt-section", "a misspelt section in a config file (`studnet:`)", ["run", "job.yaml"],
+         "unknown config key 'studnet' (did you mean 'student'?)", _text("job.yaml", "studnet:\n  epochs: 3\n")),
+    Case("wrong-type", "a config value of the wrong type (`epochs: ten`)", ["run", "job.yaml"],
+         "config key 'teacher.epochs' must be int, got 'ten'", _text("job.yaml", "teacher:\n  epochs: ten\n")),
+    Case("invalid-yaml", "a config file that is not YAML", ["run", "job.yaml"],
+         "config file 'job.yaml' is not valid YAML (…)", _text("job.yaml", "teacher: {epochs: 3\n")),
+    Case("missing-config", "a config file that does not exist", ["run", "nope.yaml"],
+         "config file 'nope.yaml' does not exist"),
+    Case("config-is-a-folder", "a folder given as the config file", ["run", "run"],
+         "config file 'run' cannot be read (Is a directory)"),
+    Case("config-not-a-mapping", "a config file holding a list, not sections", ["run", "job.yaml"],
+         "config file 'job.yaml' must be a mapping of sections, got list", _text("job.yaml", "- teacher\n- student\n")),
+    Case("config-nested-too-deeply", "a config file nested thousands of levels deep", ["run", "job.yaml"],
+         "config file 'job.yaml' is nested too deeply to be a ckptkd config",
+         _text("job.yaml", "seed: " + "[" * 700 + "]" * 700 + "\n")),
+    Case("section-config-not-a-mapping", "`--config` of a command that reads one section, holding a list",
+         ["analyze", "run", "--config", "job.yaml", "--quiet"],
+         "config file 'job.yaml' must be a mapping of sections, got list", _text("job.yaml", "- info\n")),
+    Case("zero-epochs", "zero epochs", _train("--epochs", "0"),
+         "train.epochs must be a positive integer, got 0"),
+    Case("negative-epochs", "negative epochs in a config file", ["run", "job.yaml"],
+         "teacher.epochs must be a positive integer, got -3", _text("job.yaml", "teacher:\n  epochs: -3\n")),
+    Case("batch-size-one", "a batch size of 1", _train("--batch-size", "1"),
+         "train.batch_size must be at least 2 (BatchNorm needs it), got 1"),
+    Case("zero-batch-size", "a batch size of 0 for the student, in a config file", ["run", "job.yaml"],
+         "student.batch_size must be at least 2 (BatchNorm needs it), got 0",
+         _text("job.yaml", "student:\n  batch_size: 0\n")),
+    Case("negative-lr", "a negative learning rate", _train("--lr", "-0.1"),
+         "train.lr must be positive, got -0.1"),
+    Case("infinite-lr", "an infinite learning rate", _train("--lr", "inf"),
+         "config key 'train.lr' must be a finite number, got inf"),
+    Case("nan-in-config", "NaN in a config file (`lr: .nan`)", ["run", "job.yaml"],
+         "config key 'teacher.lr' must be a finite number, got nan", _text("job.yaml", "teacher:\n  lr: .nan\n")),
+    Case("zero-temperature", "a KD temperature of 0", _run("--temperature", "0"),
+         "kd.temperature must be positive, got 0.0"),
+    Case("negative-temperature", "a negative KD temperature",
+         ["distill", "--teacher", CKPT, "--data", "digits", "--temperature", "-2", "--out", "student", "--quiet"],
+         "kd.temperature must be positive, got -2.0"),
+    Case("alpha-above-one", "alpha above 1", _run("--alpha", "1.5"),
+         "kd.alpha must be in [0, 1], got 1.5"),
+    Case("alpha-below-zero", "alpha below 0",
+         ["distill", "--teacher", CKPT, "--data", "digits", "--alpha=-0.1", "--out", "student", "--quiet"],
+         "kd.alpha must be in [0, 1], got -0.1"),
+    Case("bad-combine", "an unknown ensemble rule",
+         ["distill", "--teacher", CKPT, "--data", "digits", "--combine", "mean", "--out", "student", "--quiet"],
+         "kd.combine must be one of logits, probs, got 'mean'"),
+    Case("misspelt-estimator", "a misspelt estimator", _run("--estimator", "kdee"),
+         "info.estimator must be one of kde, renyi, categorical, binning, got 'kdee' (did you mean 'kde'?)"),
+    Case("misspelt-policy", "a misspelt selection policy", _run("--policy", "bset-val"),
+         "select.policy must be one of mi, last, halfway, best-val, explicit (or a+b), got 'bset-val' "
+         "(did you mean 'best-val'?)"),
+    Case("bad-flag-value", "a flag value of the wrong type", _train("--epochs", "ten"),
+         "argument --epochs: invalid int value: 'ten'; see ckptkd train --help", subprocess=True),
+    Case("unknown-flag", "a flag that does not exist", _train("--lrr", "0.1"),
+         "unrecognized arguments: --lrr 0.1; see ckptkd --help"),
+    Case("bad-device-name", "a device name that is not one", _train("--device", "gpu"),
+         "device must be auto, cpu or cuda[:N], got 'gpu'"),
+    Case("missing-gpu", "`--device cuda` on a machine without a GPU", _train("--device", "cuda"),
+         "device 'cuda' asked for, but this torch sees no CUDA GPU; use --device cpu", needs_no_cuda=True),
+    Case("zero-k", "`-k 0` checkpoints to select", ["select", "run", "-k", "0", "--policy", "last"],
+         "-k must be at least 1 and --min-spacing at least 0, got -k 0 --min-spacing 0"),
+    Case("zero-jobs", "`--jobs 0` for a study", ["study", "study.yaml", "--jobs", "0", "--out", "new"],
+         "--jobs must be at least 1, got 0", _text("study.yaml", "name: tiny\ndata: {spec: digits}\n")),
+    # ------------------------------------------------ output folders
+    Case("different-run", "an output folder that holds a different run", _train(out="run"),
+         "output folder 'run' already holds a different run; pass --resume to continue it, --overwrite to replace "
+         "it, or choose another --out"),
+    Case("resume-different-config", "`--resume` on a run with another config", _train("--resume", out="run"),
+         "'run' holds a run with a different config; --resume needs the same config, or pass --overwrite to "
+         "replace it"),
+    Case("foreign-out-folder", "an output folder holding other files", _train(out="notes"),
+         "output folder 'notes' already holds files that are not a ckptkd run; pass --resume to continue it, "
+         "--overwrite to replace it, or choose another --out", _text("notes/todo.txt", "x")),
+    Case("overwrite-foreign-folder", "`--overwrite` on a folder holding other files",
+         _train("--overwrite", out="notes"),
+         "refusing to --overwrite 'notes': it holds files that are not a ckptkd run", _text("notes/todo.txt", "x")),
+    Case("run-into-train-run", "`ckptkd run` into the folder of a `ckptkd train` run", _run(out="run"),
+         "output folder 'run' holds a single training run (ckptkd train or distill), not the output of ckptkd "
+         "run; choose another --out"),
+    Case("out-is-a-file", "an output path that is a file", _train(out="notes.txt"),
+         "output folder 'notes.txt' is a file; choose a folder for --out", _text("notes.txt", "x")),
+    Case("read-only-out", "an output folder inside a read-only folder", _train(out="ro/new"),
+         "cannot write 'ro/new': the folder 'ro' is not writable (Permission denied); make it writable or choose "
+         "another output folder", _mkdir("ro"), simulate="readonly:ro"),
+    Case("read-only-run", "`ckptkd analyze` of a run in a read-only folder",
+         ["analyze", "run", "--probe-size", "50", "--quiet"],
+         "cannot write 'run/analysis-cache.json': the folder 'run' is not writable (Permission denied); make it "
+         "writable or choose another output folder", simulate="readonly:run"),
+    Case("full-disk", "a full disk", _train(out="new"),
+         "no space left to write 'new/config.yaml' (No space left on device); free space on the disk that holds "
+         "'new', or choose another output folder", simulate="full"),
+    Case("disk-fills-midway", "the disk fills up when the first checkpoint is saved",
+         _train("--epochs", "2", "--save-every", "1"),
+         "no space left to write 'new/checkpoints/epoch_0001.safetensors' (No space left on device); free space on "
+         "the disk that holds 'new/checkpoints', or choose another output folder",
+         simulate="full:.safetensors", new_files=True),
+    # ------------------------------------------------ trajectories
+    Case("report-not-a-run", "`ckptkd report` of a folder that holds no run", ["report", "notes"],
+         "'notes' is not a ckptkd run, ckptkd run output or study folder (it has no manifest.json, pipeline.json "
+         "or results.json)", _text("notes/todo.txt", "x")),
+    Case("report-unfinished-study", "`ckptkd report` of a study that has no results yet", ["report", "study"],
+         "study 'study' has no readable results.json yet; run (or finish) it with ckptkd study CONFIG --out study",
+         _text("study/study.yaml", "name: tiny\n")),
+    Case("empty-trajectory", "`ckptkd analyze` of an empty folder", ["analyze", "empty", "--data", "digits"],
+         "'empty' holds no ckptkd run and no checkpoint files (.pt, .pth, .ckpt, .bin)", _mkdir("empty")),
+    Case("trajectory-is-a-file", "`ckptkd analyze` of a file", ["analyze", "good.pt", "--data", "digits"],
+         "trajectory 'good.pt' is not a folder; give a run folder or a folder of checkpoints"),
+    Case("foreign-trajectory-without-model", "`ckptkd analyze` of foreign checkpoints without `--model`",
+         ["analyze", "foreign", "--data", "digits"],
+         "'foreign' holds foreign checkpoints; say their architecture with --model", _foreign_folder),
+]
+
+
+# ---------------------------------------------------------------- the doc table
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def render_table(cases=CASES) -> str:
+    lines = ["| # | bad input | command | message (after `ckptkd: error: `) |", "|---|---|---|---|"]
+    for c in cases:
+        lines.append(f"| {c.id} | {_cell(c.input)} | `{c.command}` | {_cell(c.message)} |")
+    return "\n".join(lines)
+
+
+def parse_table(text: str) -> list[dict]:
+    """The rows of the table between the markers in docs/errors.md."""
+    body = text.split(START, 1)[1].split(END, 1)[0]
+    rows = []
+    for line in body.strip().splitlines()[2:]:
+        cells = [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+        rows.append({"id": cells[0], "input": cells[1], "command": cells[2].strip("`"), "message": cells[3]})
+    return rows
+
+
+def write_doc() -> None:
+    text = DOC.read_text()
+    head, rest = text.split(START, 1)
+    tail = rest.split(END, 1)[1]
+    DOC.write_text(f"{head}{START}\n{render_table()}\n{END}{tail}")
+
+
+def matches(message: str, documented: str) -> bool:
+    """``documented`` with each "…" standing for any text (a library's words)."""
+    pattern = ".*?".join(re.escape(part) for part in documented.split("…"))
+    return re.fullmatch(pattern, message) is not None
+
+
+# ---------------------------------------------------------------- running a case
+
+
+@pytest.fixture(scope="session")
+def template(tmp_path_factory, trained_run):
+    """The folder every case starts from: ``run/`` (a copy of the tiny trained run) and ``good.pt``."""
+    import torch
+
+    root = tmp_path_factory.mktemp("errors-template")
+    shutil.copytree(trained_run.path, root / "run")
+    torch.save(trained_run.checkpoints()[-1].state_dict(), root / "good.pt")
+    return root
+
+
+def _tree(folder: Path) -> dict[str, str]:
+    """sha256 of every file under ``folder``, by relative path."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _inside(path, folder: str) -> bool:
+    try:
+        p = os.path.abspath(os.fspath(path))
+    except TypeError:  # a file descriptor
+        return False
+    return p == folder or p.startswith(folder + os.sep)
+
+
+def _deny_writes(monkeypatch, folder: Path) -> None:
+    """Make ``folder`` read-only: chmod where that works, else (as root) refuse writes in-process."""
+    os.chmod(folder, 0o555)  # the caller restores 0o755
+    probe = folder / ".probe"
+    try:
+        probe.write_text("x")
+    except PermissionError:
+        return  # the chmod holds: a real read-only folder
+    probe.unlink()
+    os.chmod(folder, 0o755)
+    target = os.path.abspath(folder)
+
+    def refuse(path):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), os.fspath(path))
+
+    real_open, real_os_open, real_mkdir = builtins.open, os.open, os.mkdir
+
+    def open_(file, mode="r", *a, **k):
+        if _inside(file, target) and any(c in mode for c in "wax+"):
+            refuse(file)
+        return real_open(file, mode, *a, **k)
+
+    def os_open(path, flags, *a, **k):
+        if _inside(path, target) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            refuse(path)
+        return real_os_open(path, flags, *a, **k)
+
+    def mkdir(path, *a, **k):
+        if _inside(path, target) and os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            refuse(path)  # (a missing parent still fails first, with ENOENT, as it does for real)
+        return real_mkdir(path, *a, **k)
+
+    monkeypatch.setattr(builtins, "open", open_)
+    monkeypatch.setattr(io, "open", open_)
+    monkeypatch.setattr(os, "open", os_open)
+    monkeypatch.setattr(os, "mkdir", mkdir)
+
+
+def _fill_disk(monkeypatch, only: str | None) -> None:
+    """Every fsync (of a file whose path contains ``only``) fails with ENOSPC, as on a full disk."""
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        name = os.readlink(f"/proc/self/fd/{fd}") if os.path.exists(f"/proc/self/fd/{fd}") else ""
+        if only is None or only in name:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+def _prepare(case: Case, template: Path, tmp_path: Path) -> Path:
+    work = tmp_path / "work"
+    shutil.copytree(template, work)
+    if case.setup:
+        case.setup(work)
+    return work
+
+
+def _check(case: Case, code, err: str, before: dict, after: dict) -> None:
+    assert "Traceback" not in err, err
+    assert code == 2, f"exit status {code}, stderr: {err!r}"
+    lines = err.splitlines()
+    assert len(lines) == 1, f"expected one line on stderr, got {lines!r}"
+    assert lines[0].startswith("ckptkd: error: "), lines[0]
+    message = lines[0].removeprefix("ckptkd: error: ")
+    assert matches(message, case.message), f"\n   got: {message}\ndocumented: {case.message}"
+    if case.new_files:
+        assert {k: v for k, v in after.items() if k in before} == before, "an existing file was changed or removed"
+    else:
+        assert after == before, "the command changed, added or removed files"
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_is_answered_in_one_line(case, template, tmp_path, monkeypatch, capsys):
+    if case.needs_no_cuda:
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has a GPU")
+    from ckptkd.cli import main
+
+    work = _prepare(case, template, tmp_path)
+    before = _tree(work)
+    monkeypatch.chdir(work)
+    ro = None
+    if case.simulate and case.simulate.startswith("readonly:"):
+        ro = work / case.simulate.split(":", 1)[1]
+        _deny_writes(monkeypatch, ro)
+    elif case.simulate and case.simulate.startswith("full"):
+        _fill_disk(monkeypatch, case.simulate.split(":", 1)[1] if ":" in case.simulate else None)
+    capsys.readouterr()
+    try:
+        try:
+            code = main(case.argv)
+        except SystemExit as e:  # argparse's errors exit from inside main
+            code = e.code
+        err = capsys.readouterr().err
+    finally:
+        monkeypatch.undo()
+        if ro is not None:
+            os.chmod(ro, 0o755)
+    _check(case, code, err, before, _tree(work))
+    assert not (work / "MARKER").exists(), "a malicious pickle ran its code"
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.subprocess], ids=[c.id for c in CASES if c.subprocess])
+def test_bad_input_in_a_real_process(case, template, tmp_path):
+    work = _prepare(case, template, tmp_path)
+    before = _tree(work)
+    proc = subprocess.run([sys.executable, "-c", "import sys; from ckptkd.cli import main; sys.exit(main())",
+                           *case.argv], cwd=work, capture_output=True, text=True, timeout=120)
+    _check(case, proc.returncode, proc.stderr, before, _tree(work))
+    assert proc.stdout == ""
+    assert not (work / "MARKER").exists(), "a malicious pickle ran its code"
+
+
+# ---------------------------------------------------------------- the doc and the cases agree
+
+
+def test_there_are_at_least_thirty_cases_with_distinct_ids():
+    ids = [c.id for c in CASES]
+    assert len(ids) >= 30 and len(set(ids)) == len(ids)
+
+
+def test_every_documented_row_has_a_case_and_every_case_a_row():
+    rows = {r["id"]: r for r in parse_table(DOC.read_text())}
+    cases = {c.id: c for c in CASES}
+    assert sorted(rows) == sorted(cases), "docs/errors.md and CASES list different inputs; run " \
+                                          "python tests/test_errors_table.py --write"
+    for cid, c in cases.items():
+        assert rows[cid] == {"id": cid, "input": c.input, "command": c.command, "message": c.message}, cid
+
+
+def test_the_doc_table_is_the_generated_one():
+    assert f"{START}\n{render_table()}\n{END}" in DOC.read_text(), "run python tests/test_errors_table.py --write"
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--write"]:
+        write_doc()
+        print(f"wrote {len(CASES)} rows into {DOC}")
+    else:
+        print(render_table())
