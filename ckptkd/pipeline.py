@@ -39,12 +39,11 @@ def _train_stage(path: Path, config: dict, stage: StageConfig, data: Dataset, se
     run = Run.create(path, config, resume=resume, **make)
     if run.complete:
         return run
-    if resume:  # an interrupted stage restarts from scratch
-        run = Run.create(path, config, overwrite=True, **make)
-    if teacher is None:
-        train(data, stage, seed=seed, device=device, run=run, progress=progress, desc=desc)
+    if teacher is None:  # an interrupted stage continues from its last save point
+        train(data, stage, seed=seed, device=device, run=run, progress=progress, desc=desc, resume=resume)
     else:
-        distill(data, stage, teacher, kd, seed=seed, device=device, run=run, progress=progress, desc=desc)
+        distill(data, stage, teacher, kd, seed=seed, device=device, run=run, progress=progress, desc=desc,
+                resume=resume)
     return Run(path)
 
 

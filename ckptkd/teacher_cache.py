@@ -29,6 +29,7 @@ Files
                              a structured (views, N) array of the k largest, their classes
                              and the mean of the rest
     CACHE/<key sha256>.json  the sidecar: the key, the number of views, build time
+    CACHE/<key sha256>.lock  held while the entry is built: concurrent builders compute it once
 
 The array is written to a temporary file, fsynced, renamed into place, and only then is
 the sidecar written (atomically too); an entry counts only when both exist and agree, so
@@ -42,6 +43,7 @@ Precision
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -189,23 +191,27 @@ class TeacherCache:
         device = torch.device(device)
         batch_size = batch_size or (128 if device.type == "cpu" else 1024)
         want = max(1, int(views)) if data.augment.enabled else 1
-        found = cls.open(folder, teacher, data, temperature, layout=layout, device=device)
-        if found is not None and found.views >= want:
-            return found
         key = cache_key(teacher, data, temperature, layout)
-        t0 = time.perf_counter()
-        kept = found.views if found is not None else 0
-        _write_array(folder / f"{key_name(key)}.npy", layout.array_dtype(data.num_classes),
-                     layout.shape(want, len(data.x_train), data.num_classes), found,
-                     ((view, start, layout.encode(out)) for view, start, out in
-                      _views(teacher, data, temperature, device, batch_size, range(kept, want), progress)))
-        write_json(folder / f"{key_name(key)}.json",
-                   {"key": key, "views": want, "build_seconds": round(time.perf_counter() - t0, 3),
-                    "torch": torch.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        base = folder / key_name(key)
+        # students of one teacher started together (a study's parallel cells): one computes
+        # the entry, the others wait here and then find it
+        with _exclusive(base.with_suffix(".lock")):
+            found = cls.open(folder, teacher, data, temperature, layout=layout, device=device)
+            if found is not None and found.views >= want:
+                return found
+            t0 = time.perf_counter()
+            kept = found.views if found is not None else 0
+            _write_array(base.with_suffix(".npy"), layout.array_dtype(data.num_classes),
+                         layout.shape(want, len(data.x_train), data.num_classes), found,
+                         ((view, start, layout.encode(out)) for view, start, out in
+                          _views(teacher, data, temperature, device, batch_size, range(kept, want), progress)))
+            write_json(base.with_suffix(".json"),
+                       {"key": key, "views": want, "build_seconds": round(time.perf_counter() - t0, 3),
+                        "torch": torch.__version__, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
         cache = cls.open(folder, teacher, data, temperature, layout=layout, device=device)
         if cache is None:
-            raise CkptkdError(f"the teacher cache just written to {str(folder)!r} does not read back; "
-                              "is another process writing the same folder?")
+            raise CkptkdError(f"the teacher cache just written to {str(folder)!r} does not read back "
+                              "(a disk problem, or a teacher whose outputs change from call to call)")
         return cache
 
     @classmethod
@@ -241,6 +247,22 @@ class TeacherCache:
             if not torch.allclose(fresh, stored, rtol=1e-2, atol=1e-2):
                 return False
         return True
+
+
+@contextlib.contextmanager
+def _exclusive(lock: Path):
+    """Hold an exclusive advisory lock on the file ``lock`` (POSIX; elsewhere no lock)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(lock, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _view_inputs(data, epoch: int | None, idx) -> torch.Tensor:

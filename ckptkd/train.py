@@ -62,11 +62,13 @@ def lr_factor(stage: StageConfig, step: int, steps_per_epoch: int) -> float:
 
 
 def fit(model: nn.Module, method, data: Dataset, stage: StageConfig, *, seed: int, device="cpu",
-        run: Run | None = None, progress: bool = True, desc: str = "train") -> dict:
+        run: Run | None = None, progress: bool = True, desc: str = "train", resume: bool = False) -> dict:
     """Train ``model`` in place with SGD for ``stage.epochs``; return the last epoch's metrics.
 
     With ``run``, every epoch is logged to metrics.jsonl and a checkpoint is saved every
-    ``stage.save_every`` epochs and at the end.
+    ``stage.save_every`` epochs and at the end, together with the full training state; with
+    ``resume``, training continues from that state and ends bitwise where an uninterrupted
+    run would (on CPU).
 
     Under torchrun (``ckptkd.parallel``) every rank trains on its slice of each global batch
     of ``stage.batch_size`` in DistributedDataParallel, which gives the single-process
@@ -82,6 +84,7 @@ def fit(model: nn.Module, method, data: Dataset, stage: StageConfig, *, seed: in
     net = parallel.wrap(model, world, device)  # what the loss method calls: the model or its DDP wrapper
     if stage.compile:
         net = torch.compile(net)
+    state = run.load_state() if resume and run is not None else None  # every rank resumes
     if not world.is_main:
         run, progress = None, False
     opt = torch.optim.SGD(model.parameters(), lr=stage.lr, momentum=stage.momentum,
@@ -91,8 +94,16 @@ def fit(model: nn.Module, method, data: Dataset, stage: StageConfig, *, seed: in
     batches_per_epoch = math.ceil(kept / stage.batch_size)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(stage, s, batches_per_epoch))
     order = torch.Generator().manual_seed(seed)
-    step, record = 0, {}
-    bar = tqdm(range(1, stage.epochs + 1), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
+    start, step, record = 1, 0, {}
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        order.set_state(state["order"])
+        start, step, record = state["epoch"] + 1, state["step"], state["record"]
+    if resume and run is not None:  # epochs after the last save point are trained again
+        run.truncate_metrics(start - 1)
+    bar = tqdm(range(start, stage.epochs + 1), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
     for epoch in bar:
         model.train()
         t0 = time.perf_counter()
@@ -137,6 +148,9 @@ def fit(model: nn.Module, method, data: Dataset, stage: StageConfig, *, seed: in
             run.log(record)
             if epoch == stage.epochs or (stage.save_every and epoch % stage.save_every == 0):
                 run.save_checkpoint(model.state_dict(), epoch, record)
+                run.save_state({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                "scheduler": sched.state_dict(), "order": order.get_state(),
+                                "epoch": epoch, "step": step, "record": record})
     return record
 
 
@@ -154,10 +168,11 @@ def build_model(spec: str, data: Dataset, seed: int) -> nn.Module:
 
 
 def train(data: Dataset, stage: StageConfig, *, seed: int = 0, device="cpu", run: Run | None = None,
-          progress: bool = True, desc: str = "teacher") -> tuple[nn.Module, dict]:
-    """Train ``stage.model`` from scratch with cross-entropy; the teacher trajectory."""
+          progress: bool = True, desc: str = "teacher", resume: bool = False) -> tuple[nn.Module, dict]:
+    """Train ``stage.model`` from scratch with cross-entropy (or ``resume`` ``run``); the teacher trajectory."""
     model = build_model(stage.model, data, seed)
-    record = fit(model, CrossEntropy(), data, stage, seed=seed, device=device, run=run, progress=progress, desc=desc)
+    record = fit(model, CrossEntropy(), data, stage, seed=seed, device=device, run=run, progress=progress, desc=desc,
+                 resume=resume)
     if run is not None and parallel.world().is_main:
         run.mark("complete", final=record)
     return model, record

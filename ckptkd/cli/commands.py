@@ -37,7 +37,7 @@ def train(args, overrides):
             print(f"{args.out}: already complete ({len(run_.checkpoints())} checkpoints)")
         return
     _, rec = train_model(data, cfg.train, seed=cfg.seed, device=device, run=run_,
-                         progress=_progress(args), desc=cfg.train.model)
+                         progress=_progress(args), desc=cfg.train.model, resume=args.resume)
     if run_ is not None:
         print(f"{args.out}: {len(run_.checkpoints())} checkpoints, test acc {100 * rec['test_acc']:.2f}%")
 
@@ -61,7 +61,7 @@ def distill(args, overrides):
             print(f"{args.out}: already complete")
         return
     _, rec = distill_model(data, cfg.student, teacher, cfg.kd, seed=cfg.seed, device=device,
-                           run=run_, progress=_progress(args), cache_dir=args.cache_dir)
+                           run=run_, progress=_progress(args), cache_dir=args.cache_dir, resume=args.resume)
     if run_ is not None:
         print(f"{args.out}: student test acc {100 * rec['test_acc']:.2f}%")
 

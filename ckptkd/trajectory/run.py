@@ -13,6 +13,7 @@ the weights hash to the sidecar's sha256: a crash mid-save leaves nothing that l
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import numbers
 import os
@@ -28,6 +29,7 @@ from ..errors import CkptkdError
 from .io import atomic_write, load_weights, read_json, save_weights, write_error, write_json
 
 FORMAT = "ckptkd-run"
+STATE_NAME = "state.pt"  # resume state; loaded with weights_only=True
 
 
 @dataclass
@@ -119,6 +121,28 @@ class Run:
         write_json(weights.with_suffix(".json"), sidecar)
         return Checkpoint(weights, int(epoch), sidecar, self.model, sha)
 
+    def save_state(self, state: dict) -> None:
+        """The full training state at a save point (weights, optimizer, schedule, RNG, epoch), for --resume."""
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write(self.path / STATE_NAME, buf.getvalue())
+
+    def load_state(self) -> dict | None:
+        """The state saved by ``save_state``, or None when the run never reached a save point."""
+        path = self.path / STATE_NAME
+        if not path.exists():
+            return None
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any damage means the same thing to the user
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+            raise CkptkdError(f"resume state {str(path)!r} is damaged ({first}); rerun with --overwrite") from None
+
+    def truncate_metrics(self, last_epoch: int) -> None:
+        """Forget the log of epochs after ``last_epoch`` (they are trained again on resume)."""
+        kept = [r for r in self.metrics() if r.get("epoch", 0) <= last_epoch]
+        atomic_write(self.path / "metrics.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept).encode())
+
     def log(self, record: dict) -> None:
         path = self.path / "metrics.jsonl"
         try:
@@ -183,8 +207,14 @@ class Run:
         return sorted(out, key=lambda c: c.epoch)
 
     def metrics(self) -> list[dict]:
-        lines = (self.path / "metrics.jsonl").read_text().splitlines()
-        return [json.loads(line) for line in lines if line.strip()]
+        """The logged epochs; a last line cut short by a crash is skipped."""
+        out = []
+        for line in (self.path / "metrics.jsonl").read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return out
 
 
 def _remove_partial(path: Path, existed: bool) -> None:

@@ -1,0 +1,76 @@
+"""Write docs/results.md from finished study folders: every number comes from results.json.
+
+    python scripts/make_results.py runs/studies/mnist1d runs/studies/digits runs/studies/mnist1d-noisy
+
+The reading of each study is generated from the same numbers (which teacher won, by how much,
+against what seed noise); the hand-written text lives in docs/results_intro.md and
+docs/results_reading.md and holds no numbers.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from ckptkd.report.study import render_markdown, table_ensembles, table_intermediate, verdicts
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pct(v: float) -> str:
+    return f"{100 * v:+.2f}"
+
+
+def reading(results: dict) -> str:
+    inter = {r["teacher"]: r for r in table_intermediate(results)}
+    v = verdicts(results)
+    full, best, half, nokd = (inter[k] for k in ("full (last)", "best intermediate", "halfway", "none (no KD)"))
+    lines = [
+        f"- KD from the full teacher vs no KD: {pct(full['student_mean'] - nokd['student_mean'])} points "
+        f"(seed noise, pooled std over student seeds: {100 * v['seed_noise']:.2f}).",
+        f"- Best intermediate checkpoint (epoch {best['epoch']}, in hindsight) vs full teacher: "
+        f"{pct(best['delta_vs_full'])}; halfway (epoch {half['epoch']}): {pct(half['delta_vs_full'])}. "
+        + ("The best intermediate teacher's margin is within the seed noise."
+           if abs(best["delta_vs_full"]) <= v["seed_noise"] else
+           "The best intermediate teacher's margin exceeds the seed noise."),
+    ]
+    rows = table_ensembles(results)
+    if len(rows) >= 2:
+        full_e, snap = rows[0], rows[1]
+        lines.append(f"- Snapshot ensemble (halfway + last) vs full ensemble of independent runs: student "
+                     f"{pct(snap['student_mean'] - full_e['student_mean'])} points.")
+    lines.append(f"- Algorithm 1 ({v['estimator']} total) picked a checkpoint with regret {100 * v['regret']:.2f} "
+                 f"({'within' if v['within_noise_of_best'] else 'outside'} the seed noise), "
+                 f"{pct(v['vs_full'])} vs the full teacher's student, Spearman ρ {v['spearman']:.2f}.")
+    return "\n".join(lines)
+
+
+def section(folder: Path) -> str:
+    results = json.loads((folder / "results.json").read_text())
+    cfg = results["config"]
+    inv = results.get("invocations", [])
+    last = inv[-1] if inv else {}
+    config_path = f"configs/studies/{cfg['name']}.yaml"
+    timing = (f"{len(inv)} invocation(s); the last ran {last.get('cells_run')} cells in "
+              f"{last.get('elapsed_s', 0) / 60:.1f} min with --jobs {last.get('jobs')} on {last.get('machine')}; "
+              f"sum of all cells' wall time {results.get('compute_s', 0) / 60:.1f} min.")
+    return "\n".join([
+        f"## {cfg['name']}", "",
+        "```bash", f"ckptkd study {config_path} --jobs {last.get('jobs', 1)}", "```", "",
+        f"Timing: {timing}", "",
+        render_markdown(results), "**Reading (generated from the numbers above)**", "", reading(results), "",
+    ])
+
+
+def main(folders: list[str]) -> None:
+    intro = (ROOT / "docs" / "results_intro.md").read_text()
+    outro = (ROOT / "docs" / "results_reading.md").read_text()
+    body = "\n".join(section(Path(f)) for f in folders)
+    cmd = "python scripts/make_results.py " + " ".join(folders)
+    text = f"{intro}\nThis file was written by `{cmd}`.\n\n{body}\n{outro}"
+    (ROOT / "docs" / "results.md").write_text(text)
+    print(f"wrote docs/results.md from {len(folders)} studies")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
