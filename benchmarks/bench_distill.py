@@ -1,22 +1,25 @@
 """Distillation epoch time: with the teacher cache, against plain cross-entropy and against
 recomputing every teacher on every batch (the official code's loop).
 
-Both sides of each ratio run in this one process, alternated round by round; each figure
-is the median over rounds. A round trains a fresh student for ``--epochs`` epochs with
-``fit`` (per-epoch test evaluation included, the same for every side) and reports seconds
-per epoch, as CPU time of this process (what the work costs; robust to other processes
-on a shared machine) and as wall time. The teacher is trained here for a few epochs and saved as checkpoints, so the
-cache is keyed and read exactly as in ``ckptkd distill --cache-dir``.
+Each ratio is a duel run in this one process: the two sides train a fresh student for
+``--epochs`` epochs each with ``fit`` (per-epoch test evaluation included, the same for
+both), back to back, alternating which goes first, for ``--rounds`` rounds after an
+untimed warm-up. A ratio is the median of the per-round ratios, so a change in the
+machine's load hits both of its sides alike; times are medians, in seconds per epoch, as
+CPU time of this process (what the work costs) and as wall time. The teacher is trained
+here for a few epochs and saved as checkpoints, so the cache is keyed and read as in
+``ckptkd distill --cache-dir``; its build time is reported on its own, and amortised over
+1 and 10 students.
 
     python benchmarks/bench_distill.py                      # cnn1d_l teacher, cnn1d_xs student
-    python benchmarks/bench_distill.py --student cnn1d_s --teacher cnn1d_m
+    python benchmarks/bench_distill.py --teacher cnn1d_m --student cnn1d_s
 
-Prints the FLOPs of both models, the times, the ratios, and whether the cached and the
-recomputed student of the last round are identical (they must be).
+Also checks that the cached and the recomputed student of the last round are identical.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
 import statistics
@@ -69,22 +72,30 @@ def bench(data, ckpts, args, cache_dir: Path) -> dict:
     sides = {"ce": CrossEntropy, "cache": lambda: KD(teacher, kd, cache), "recompute": lambda: KD(teacher, kd)}
     students = {}
 
-    def duel(a: str, b: str) -> dict:
-        """Median seconds per epoch of sides ``a`` and ``b``, alternating which goes first."""
+    def duel(a: str, b: str, rounds: int) -> dict:
+        """Median seconds per epoch of sides ``a`` and ``b``, and the median of the per-round
+        ratios b/a (each round runs both back to back, alternating which goes first, so a
+        change in the machine's load hits both sides of a ratio alike)."""
+        for name in (a, b):
+            epoch_seconds(sides[name], data, dataclasses.replace(stage, epochs=1))  # warm-up, untimed
         times = {a: [], b: []}
-        for r in range(args.rounds):
+        for r in range(rounds):
             for name in ((a, b) if r % 2 == 0 else (b, a)):
                 seconds, students[name] = epoch_seconds(sides[name], data, stage)
                 times[name].append(seconds)
-        return {clock: {n: statistics.median(t[clock] for t in v) for n, v in times.items()} for clock in CLOCKS}
+        return {clock: {**{n: statistics.median(t[clock] for t in v) for n, v in times.items()},
+                        "ratio": statistics.median(tb[clock] / ta[clock] for ta, tb in zip(times[a], times[b]))}
+                for clock in CLOCKS}
 
     # two duels rather than one three-way rotation: a side that runs right after the
     # teacher-heavy recompute side starts with cold CPU caches, which would bias CE vs cache
-    vs_ce, vs_recompute = duel("ce", "cache"), duel("cache", "recompute")
+    vs_ce = duel("ce", "cache", args.rounds)
+    vs_recompute = duel("cache", "recompute", max(3, args.rounds // 3))  # a 4-10x ratio needs fewer rounds
     a, b = students["cache"].state_dict(), students["recompute"].state_dict()
     return {"k": len(ckpts), "identical": all(torch.equal(a[n], b[n]) for n in a),
             **{clock: {"build": build[clock], "ce": vs_ce[clock]["ce"], "cache": vs_ce[clock]["cache"],
-                       "recompute": vs_recompute[clock]["recompute"], "cache_2": vs_recompute[clock]["cache"]}
+                       "cache/ce": vs_ce[clock]["ratio"], "cache_2": vs_recompute[clock]["cache"],
+                       "recompute": vs_recompute[clock]["recompute"], "recompute/cache": vs_recompute[clock]["ratio"]}
                for clock in CLOCKS}}
 
 
@@ -95,7 +106,7 @@ def main():
     p.add_argument("--samples", type=int, default=5000, help="MNIST-1D samples (80%% train)")
     p.add_argument("--epochs", type=int, default=3, help="epochs per timed student (and views cached)")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--rounds", type=int, default=15, help="rounds of CE vs cache (a third of them: vs recompute)")
     p.add_argument("--teacher-epochs", type=int, default=4, help="teacher training epochs (>= 4: the ensemble)")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
@@ -105,22 +116,24 @@ def main():
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), {os.cpu_count()} CPUs, "
           f"{platform.processor() or platform.machine()}, load {os.getloadavg()[0]:.2f}")
     print(f"MNIST-1D {len(data.x_train)} train samples, augment {data.augment}, batch {args.batch_size}, "
-          f"{args.epochs} epochs x {args.rounds} rounds")
+          f"{args.epochs} epochs per timed student")
     print(f"teacher {args.teacher} {ft / 1e6:.2f} MFLOPs/sample, student {args.student} {fs / 1e6:.3f} MFLOPs/sample "
           f"(teacher/student {ft / fs:.1f}x)")
     with tempfile.TemporaryDirectory() as tmp:
         ckpts = teacher_checkpoints(Path(tmp) / "teacher", data, args.teacher, 4, args.teacher_epochs)[-4:]
         rows = [bench(data, ckpts[-k:], args, Path(tmp) / "cache") for k in (1, 4)]
     for clock in CLOCKS:
-        print(f"\n{clock} seconds per epoch (median of {args.rounds}); build: the cache, once, for {args.epochs} views")
+        print(f"\n{clock} seconds per epoch (medians); ratios: median of per-round ratios; "
+              f"build: the cache, once, for {args.epochs} views")
         print(f"{'teachers':>8} {'CE':>8} {'cache':>8} {'cache/CE':>9} | {'cache':>8} {'recompute':>10} "
-              f"{'recompute/cache':>16} | {'build':>7} {'1 student incl. build':>22}")
+              f"{'recompute/cache':>16} | {'build':>7} {'incl. build, 1 student':>22} {'10 students':>11}")
         for row in rows:
             r = row[clock]
-            one_student = r["recompute"] * args.epochs / (r["build"] + r["cache_2"] * args.epochs)
-            print(f"{row['k']:>8} {r['ce']:>8.4f} {r['cache']:>8.4f} {r['cache'] / r['ce']:>9.3f} | "
-                  f"{r['cache_2']:>8.4f} {r['recompute']:>10.4f} {r['recompute'] / r['cache_2']:>15.2f}x | "
-                  f"{r['build']:>7.2f} {one_student:>21.2f}x")
+            def incl_build(students: int) -> float:  # recompute / cache, the build shared by the students
+                return students * r["recompute"] / (r["build"] / args.epochs + students * r["cache_2"])
+            print(f"{row['k']:>8} {r['ce']:>8.4f} {r['cache']:>8.4f} {r['cache/ce']:>9.3f} | "
+                  f"{r['cache_2']:>8.4f} {r['recompute']:>10.4f} {r['recompute/cache']:>15.2f}x | "
+                  f"{r['build']:>7.2f} {incl_build(1):>21.2f}x {incl_build(10):>10.2f}x")
     print(f"\ncached student identical to recomputed student: {', '.join(str(r['identical']) for r in rows)}")
     print(f"load after: {os.getloadavg()[0]:.2f}")
 

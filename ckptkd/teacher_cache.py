@@ -183,7 +183,7 @@ class TeacherCache:
         entry with fewer views).
 
         ``batch_size`` defaults to 128 on CPU, where larger batches spill the caches and run
-        slower (cnn1d_l: 128 beats 1024 by 30%), and to 1024 on GPUs.
+        slower (cnn1d_l: 1024 takes 30 to 45% longer than 128), and to 1024 on GPUs.
         """
         layout.check(data.num_classes)
         folder = Path(folder)

@@ -1,6 +1,7 @@
 """The teacher-output cache: same students, never a stale entry, atomic files, views past the stored ones."""
 import dataclasses
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -32,7 +33,8 @@ def _fresh_outputs(teacher, data, epoch, T=4.0):
 
 
 def _entries(folder):
-    return sorted(p.name for p in folder.iterdir())
+    """Files of cache entries and partial writes (lock files are neither)."""
+    return sorted(p.name for p in folder.iterdir() if p.suffix != ".lock")
 
 
 # ---------------------------------------------------------------- the same student
@@ -53,12 +55,12 @@ def test_a_second_student_reuses_the_cache_without_running_the_teacher_per_batch
                                                                                    monkeypatch):
     teacher = _teacher(trained_run, (1, 2))
     first, _ = distill(digits, STAGE, teacher, KDC, seed=0, progress=False, cache_dir=tmp_path)
-    before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    before = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir() if p.suffix != ".lock"}
     batches = []
     real = teacher.member_logits
     monkeypatch.setattr(teacher, "member_logits", lambda x: batches.append(len(x)) or real(x))
     second, _ = distill(digits, STAGE, teacher, KDC, seed=0, progress=False, cache_dir=tmp_path)
-    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == before  # nothing rewritten
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir() if p.suffix != ".lock"} == before
     assert all(n <= 8 for n in batches)  # only the open-time spot check ran the teacher
     assert all(torch.equal(v, second.state_dict()[k]) for k, v in first.state_dict().items())
 
@@ -225,3 +227,14 @@ def test_float16_and_topk_layouts_stay_close_to_the_teacher(trained_run, digits,
     student = create_model(STAGE.model, 10, digits.in_shape)
     record = fit(student, KD(teacher, KDC, top), digits, dataclasses.replace(STAGE, epochs=1), seed=0, progress=False)
     assert np.isfinite(record["train_loss"])
+
+
+def test_builders_started_together_compute_the_entry_once(trained_run, digits, tmp_path, monkeypatch):
+    teacher = _teacher(trained_run)
+    batches = []
+    real = teacher.outputs
+    monkeypatch.setattr(teacher, "outputs", lambda x, T=1.0: batches.append(len(x)) or real(x, T))
+    with ThreadPoolExecutor(2) as pool:
+        caches = list(pool.map(lambda _: TeacherCache.build(tmp_path, teacher, digits, 4.0, views=2), range(2)))
+    assert sum(n for n in batches if n > 8) == 2 * len(digits.x_train)  # two views, once; the rest: spot checks
+    assert torch.equal(_served(caches[0], digits, 2), _served(caches[1], digits, 2))

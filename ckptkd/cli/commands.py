@@ -208,8 +208,9 @@ def study(args, overrides):
 
     cfg = load_config(StudyConfig, args.config_file, overrides)
     out = Path(args.out or Path("runs") / "studies" / cfg.name)
-    if args.jobs < 1 or args.threads < 1:
-        raise CkptkdError(f"--jobs and --threads must be at least 1, got {args.jobs} and {args.threads}")
+    for flag, value in (("--jobs", args.jobs), ("--threads", args.threads)):
+        if value < 1:
+            raise CkptkdError(f"{flag} must be at least 1, got {value}")
     device = str(resolve_device(cfg.device))
     results = run_study(cfg, out, jobs=args.jobs, device=device, progress=_progress(args), threads=args.threads)
     write_tables(results, out)

@@ -74,7 +74,7 @@ def run_cell(cell: Cell, cfg: StudyConfig, root: Path, device="cpu", cache_dir: 
         ckpts = [open_checkpoint(t) for t in cell.teachers]
         teacher = Teacher.from_checkpoints(ckpts, data.num_classes, data.in_shape, cfg.kd.combine)
         _, rec = distill(data, stage, teacher, cfg.kd, seed=cell.seed, device=device, run=run, progress=False,
-                         desc=cell.id)
+                         desc=cell.id, cache_dir=cache_dir)
         result["teacher_epochs"] = [c.epoch for c in ckpts]
         result["teacher_acc"] = (ckpts[0].meta["test_acc"] if len(ckpts) == 1 else
                                  evaluate(teacher, data.x_test, data.y_test, device=device)["acc"])
