@@ -1,6 +1,10 @@
 """Write docs/results.md from finished study folders: every number comes from results.json.
 
-    python scripts/make_results.py runs/studies/mnist1d runs/studies/digits runs/studies/mnist1d-noisy
+    python scripts/make_results.py runs/studies/mnist1d runs/studies/digits runs/studies/mnist1d-noisy \
+        --rerun runs/studies/mnist1d-noisy runs/studies/mnist1d-noisy-rerun
+
+``--rerun A B`` compares study A with B, the same study run again from scratch into another
+folder, and reports how many cells agree and how long the fresh run took.
 
 The reading of each study is generated from the same numbers (which teacher won, by how much,
 against what seed noise); the hand-written text lives in docs/results_intro.md and
@@ -62,11 +66,35 @@ def section(folder: Path) -> str:
     ])
 
 
+def rerun_section(a: Path, b: Path) -> str:
+    ra, rb = (json.loads((f / "results.json").read_text()) for f in (a, b))
+    acc_a = {r["cell"]: r["acc"] for r in ra["teachers"] + ra["students"]}
+    acc_b = {r["cell"]: r["acc"] for r in rb["teachers"] + rb["students"]}
+    same = [c for c in acc_a if c in acc_b and acc_a[c] == acc_b[c]]
+    worst = max(abs(acc_a[c] - acc_b[c]) for c in acc_a if c in acc_b)
+    inv = rb["invocations"][0]
+    return "\n".join([
+        f"## Reproducibility and time from scratch: {ra['config']['name']}", "",
+        f"The study was run a second time, from scratch, into `{b}`: `ckptkd study "
+        f"configs/studies/{rb['config']['name']}.yaml --jobs {inv['jobs']} --out {b}`.", "",
+        f"- {len(same)} of {len(acc_a)} cells have exactly the same test accuracy as the first run "
+        f"(largest difference {100 * worst:.2f} points).",
+        f"- The fresh run took {inv['elapsed_s'] / 60:.1f} min for {inv['cells_run']} cells with --jobs {inv['jobs']} "
+        f"on {inv['machine']} (the teacher-output cache shared between the students of each checkpoint).", "",
+    ])
+
+
 def main(folders: list[str]) -> None:
+    rerun = None
+    if "--rerun" in folders:
+        i = folders.index("--rerun")
+        rerun, folders = (Path(folders[i + 1]), Path(folders[i + 2])), folders[:i] + folders[i + 3:]
     intro = (ROOT / "docs" / "results_intro.md").read_text()
     outro = (ROOT / "docs" / "results_reading.md").read_text()
     body = "\n".join(section(Path(f)) for f in folders)
-    cmd = "python scripts/make_results.py " + " ".join(folders)
+    if rerun:
+        body += "\n" + rerun_section(*rerun)
+    cmd = "python scripts/make_results.py " + " ".join(sys.argv[1:])
     text = f"{intro}\nThis file was written by `{cmd}`.\n\n{body}\n{outro}"
     (ROOT / "docs" / "results.md").write_text(text)
     print(f"wrote docs/results.md from {len(folders)} studies")
