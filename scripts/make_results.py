@@ -13,6 +13,7 @@ docs/results_reading.md and holds no numbers.
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -58,11 +59,19 @@ def section(folder: Path) -> str:
     timing = (f"{len(inv)} invocation(s); the last ran {last.get('cells_run')} cells in "
               f"{last.get('elapsed_s', 0) / 60:.1f} min with --jobs {last.get('jobs')} on {last.get('machine')}; "
               f"sum of all cells' wall time {results.get('compute_s', 0) / 60:.1f} min.")
+    img = ROOT / "docs" / "img"
+    img.mkdir(exist_ok=True)
+    plots = []
+    for name in ("student_vs_epoch.png", "information_plane.png"):
+        if (folder / name).exists():
+            shutil.copyfile(folder / name, img / f"{cfg['name']}-{name}")
+            plots.append(f"![{name[:-4]}](img/{cfg['name']}-{name})")
     return "\n".join([
         f"## {cfg['name']}", "",
         "```bash", f"ckptkd study {config_path} --jobs {last.get('jobs', 1)}", "```", "",
         f"Timing: {timing}", "",
-        render_markdown(results), "**Reading (generated from the numbers above)**", "", reading(results), "",
+        render_markdown(results), " ".join(plots), "",
+        "**Reading (generated from the numbers above)**", "", reading(results), "",
     ])
 
 
