@@ -102,11 +102,12 @@ def eval(args, overrides):  # noqa: A001 - the subcommand's name
 
 def _data_config(args, overrides) -> DataConfig:
     """The data of a run folder's config, else --data / --config."""
-    run_dir = Path(getattr(args, "run", "") or "")
+    run = getattr(args, "run", None)  # eval has no run folder: never read the current directory's
+    run_dir = Path(run) if run else None
     data = {}
     if args.config:
         data = load_yaml_section(args.config, "data")
-    elif (run_dir / "config.yaml").exists():
+    elif run_dir is not None and (run_dir / "config.yaml").exists():
         from ..trajectory import Run
 
         data = Run(run_dir).config.get("data", {}) if (run_dir / "manifest.json").exists() else {}

@@ -63,7 +63,7 @@ def run_cell(cell: Cell, cfg: StudyConfig, root: Path, device="cpu", cache_dir: 
     stage: StageConfig = cfg.teacher if cell.kind == "teacher" else cfg.student
     if cell.kind == "student":  # students keep only their final weights
         stage = from_dict(StageConfig, {**asdict(stage), "save_every": 0})
-    run = Run.create(folder, {"cell": asdict(cell), "study": cfg.name}, model=stage.model,
+    run = Run.create(folder, {"cell": asdict(cell), "study": cfg.name, "data": asdict(cfg.data)}, model=stage.model,
                      num_classes=data.num_classes, in_shape=data.in_shape, data_fingerprint=data.fingerprint,
                      kind=cell.kind, overwrite=True)
     t0 = time.perf_counter()
