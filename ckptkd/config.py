@@ -198,24 +198,28 @@ def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def load_config(cls, path: str | Path | None, overrides: dict | None = None):
-    """Read a YAML config of type ``cls`` and apply dotted-key overrides (CLI flags)."""
-    data: dict = {}
-    if path is not None:
-        path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except FileNotFoundError:
-            raise CkptkdError(f"config file {str(path)!r} does not exist") from None
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise CkptkdError(f"config file {str(path)!r} is not valid YAML ({first})") from None
-        except RecursionError:  # PyYAML recurses once per level of nesting
-            raise CkptkdError(f"config file {str(path)!r} is nested too deeply to be a ckptkd config") from None
-        except OSError as e:  # a folder, an unreadable file, ...
-            raise CkptkdError(f"config file {str(path)!r} cannot be read ({e.strerror or e})") from None
+def read_yaml(path: str | Path) -> dict:
+    """A YAML config file as a mapping of sections; every way it can be wrong is a CkptkdError."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise CkptkdError(f"config file {str(path)!r} does not exist") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CkptkdError(f"config file {str(path)!r} is not valid YAML ({first})") from None
+    except RecursionError:  # PyYAML recurses once per level of nesting
+        raise CkptkdError(f"config file {str(path)!r} is nested too deeply to be a ckptkd config") from None
+    except OSError as e:  # a folder, an unreadable file, ...
+        raise CkptkdError(f"config file {str(path)!r} cannot be read ({e.strerror or e})") from None
     if not isinstance(data, dict):
         raise CkptkdError(f"config file {str(path)!r} must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def load_config(cls, path: str | Path | None, overrides: dict | None = None):
+    """Read a YAML config of type ``cls`` and apply dotted-key overrides (CLI flags)."""
+    data = read_yaml(path) if path is not None else {}
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, leaf = dotted.split(".")

@@ -18,7 +18,7 @@ from .data import Dataset
 from .ensemble import MODES as ENSEMBLE_MODES
 from .ensemble import StackedEnsemble, loop_logits, use_vmap
 from .errors import CkptkdError
-from .train import build_model, fit
+from .train import build_model, evaluate, fit
 from .trajectory import Checkpoint, Run, load_model
 from .trajectory.io import sha256_bytes, sha256_file
 
@@ -156,6 +156,13 @@ class KD:
             "ce": self.cfg.alpha * F.cross_entropy(logits, y),
             "kd": (1 - self.cfg.alpha) * kd_loss(logits, target, self.cfg.temperature),
         }
+
+
+def teacher_accuracy(teacher: Teacher, ckpts: list[Checkpoint], data: Dataset, device="cpu") -> float:
+    """Test accuracy of ``teacher``: recorded with a single checkpoint, else evaluated."""
+    if len(ckpts) == 1 and "test_acc" in ckpts[0].meta:
+        return ckpts[0].meta["test_acc"]
+    return evaluate(teacher, data.x_test, data.y_test, device=device)["acc"]
 
 
 def distill(data: Dataset, stage: StageConfig, teacher: Teacher, kd: KDConfig, *, seed: int = 0,

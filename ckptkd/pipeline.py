@@ -14,11 +14,11 @@ from pathlib import Path
 
 from .config import RunConfig, StageConfig, to_dict
 from .data import Dataset, load_dataset
-from .distill import Teacher, distill
+from .distill import Teacher, distill, teacher_accuracy
 from .errors import CkptkdError
 from .models import create_model
 from .select import choose
-from .train import evaluate, resolve_device, train
+from .train import resolve_device, train
 from .trajectory import Checkpoint, Run, read_json, write_json
 from .trajectory.run import config_hash
 from .trajectory.io import write_error
@@ -101,29 +101,25 @@ def run_pipeline(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, re
     full = teacher_run.checkpoints()[-1]
     chosen = pick_teachers(cfg, teacher_run, data, device, progress)
 
-    def teach(name: str, ckpts: list[Checkpoint] | None) -> Run:
-        teacher = None if ckpts is None else Teacher.from_checkpoints(ckpts, data.num_classes, data.in_shape,
-                                                                      cfg.kd.combine)
-        stage_conf = {"stage": name, "teachers": [c.epoch for c in ckpts or []], **conf}
-        return _train_stage(out / "students" / name, stage_conf, cfg.student, data, cfg.seed + 1, device,
-                            resume, progress, f"student ({name})", teacher, cfg.kd)
-
-    def teacher_acc(ckpts: list[Checkpoint]) -> float:
-        if len(ckpts) == 1 and "test_acc" in ckpts[0].meta:
-            return ckpts[0].meta["test_acc"]
-        t = Teacher.from_checkpoints(ckpts, data.num_classes, data.in_shape, cfg.kd.combine)
-        return evaluate(t, data.x_test, data.y_test, device=device)["acc"]
-
     def label(ckpts: list[Checkpoint]) -> str:
         return ("epoch " if len(ckpts) == 1 else "epochs ") + "+".join(str(c.epoch) for c in ckpts)
 
-    rows = [Row("no KD", "-", None, teach("nokd", None).manifest["final"]["test_acc"]),
-            Row("full teacher", label([full]), teacher_acc([full]), teach("full", [full]).manifest["final"]["test_acc"])]
-    if [c.epoch for c in chosen] == [full.epoch]:
-        rows.append(Row(f"chosen ({cfg.select.policy})", label(chosen), rows[1].teacher_acc, rows[1].student_acc))
+    def row(role: str, name: str, ckpts: list[Checkpoint] | None) -> Row:
+        """Train (or, resuming, reuse) the student ``name`` under ``ckpts`` (None: no KD)."""
+        teacher = None if ckpts is None else Teacher.from_checkpoints(ckpts, data.num_classes, data.in_shape,
+                                                                      cfg.kd.combine)
+        stage_conf = {"stage": name, "teachers": [c.epoch for c in ckpts or []], **conf}
+        run = _train_stage(out / "students" / name, stage_conf, cfg.student, data, cfg.seed + 1, device,
+                           resume, progress, f"student ({name})", teacher, cfg.kd)
+        t_acc = None if ckpts is None else teacher_accuracy(teacher, ckpts, data, device)
+        return Row(role, "-" if ckpts is None else label(ckpts), t_acc, run.manifest["final"]["test_acc"])
+
+    rows = [row("no KD", "nokd", None), row("full teacher", "full", [full])]
+    chosen_role = f"chosen ({cfg.select.policy})"
+    if [c.epoch for c in chosen] == [full.epoch]:  # the full teacher's student already exists
+        rows.append(Row(chosen_role, label(chosen), rows[1].teacher_acc, rows[1].student_acc))
     else:
-        rows.append(Row(f"chosen ({cfg.select.policy})", label(chosen), teacher_acc(chosen),
-                        teach("chosen", chosen).manifest["final"]["test_acc"]))
+        rows.append(row(chosen_role, "chosen", chosen))
     write_json(out / "pipeline.json", {"config": conf, "config_sha256": config_hash(conf), "status": "complete",
                                        "rows": [r.__dict__ for r in rows]})
     return rows

@@ -4,7 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..config import DataConfig, DistillConfig, InfoConfig, RunConfig, TrainConfig, from_dict, load_config, to_dict
+from ..config import (DataConfig, DistillConfig, InfoConfig, RunConfig, TrainConfig, from_dict, load_config, read_yaml,
+                      to_dict)
 from ..data import load_dataset
 from ..errors import CkptkdError
 from ..models import create_model
@@ -117,22 +118,7 @@ def _data_config(args, overrides) -> DataConfig:
 
 
 def load_yaml_section(path, section: str) -> dict:
-    import yaml
-
-    try:
-        doc = yaml.safe_load(Path(path).read_text()) or {}
-    except FileNotFoundError:
-        raise CkptkdError(f"config file {str(path)!r} does not exist") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise CkptkdError(f"config file {str(path)!r} is not valid YAML ({first})") from None
-    except RecursionError:
-        raise CkptkdError(f"config file {str(path)!r} is nested too deeply to be a ckptkd config") from None
-    except OSError as e:
-        raise CkptkdError(f"config file {str(path)!r} cannot be read ({e.strerror or e})") from None
-    if not isinstance(doc, dict):
-        raise CkptkdError(f"config file {str(path)!r} must be a mapping of sections, got {type(doc).__name__}")
-    return doc.get(section) or {}
+    return read_yaml(path).get(section) or {}
 
 
 def _analysis(args, overrides):

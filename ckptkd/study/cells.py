@@ -12,7 +12,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..config import DataConfig, KDConfig, StageConfig, StudyConfig, from_dict
+from ..config import DataConfig, StageConfig, StudyConfig, from_dict
 from ..data import Dataset, load_dataset
 from ..trajectory import Run, open_checkpoint, read_json, write_json
 
@@ -55,8 +55,8 @@ def _data(cfg: DataConfig) -> Dataset:
 
 def run_cell(cell: Cell, cfg: StudyConfig, root: Path, device="cpu", cache_dir: Path | None = None) -> dict:
     """Train or distill this cell from scratch and write its result.json."""
-    from ..distill import Teacher, distill
-    from ..train import evaluate, train
+    from ..distill import Teacher, distill, teacher_accuracy
+    from ..train import train
 
     data = _data(cfg.data)
     folder = root / "cells" / cell.id
@@ -76,8 +76,7 @@ def run_cell(cell: Cell, cfg: StudyConfig, root: Path, device="cpu", cache_dir: 
         _, rec = distill(data, stage, teacher, cfg.kd, seed=cell.seed, device=device, run=run, progress=False,
                          desc=cell.id, cache_dir=cache_dir)
         result["teacher_epochs"] = [c.epoch for c in ckpts]
-        result["teacher_acc"] = (ckpts[0].meta["test_acc"] if len(ckpts) == 1 else
-                                 evaluate(teacher, data.x_test, data.y_test, device=device)["acc"])
+        result["teacher_acc"] = teacher_accuracy(teacher, ckpts, data, device)
     result.update(acc=rec["test_acc"], loss=rec["test_loss"], train_acc=rec["train_acc"],
                   wall_s=time.perf_counter() - t0)
     write_json(folder / "result.json", result)
