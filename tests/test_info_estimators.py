@@ -128,6 +128,23 @@ def test_blocked_equals_unblocked():
     assert kde_entropy(f, 0.5, block=7) == pytest.approx(kde_entropy(f, 0.5, block=200), abs=1e-10)
 
 
+def test_kde_matches_the_formulas_written_out():
+    # every entropy recomputed literally, class by class, with logsumexp
+    f, y = randn(150, 4, seed=9), torch.arange(150) % 4
+    y[:7] = 3  # unequal classes
+    s2 = 0.7
+
+    def h(rows, width):  # -(1/n) sum_i log (1/n) sum_j exp(-D_ij / (2 width))
+        d = sq_dists(rows, rows)
+        return -(torch.logsumexp(-d / (2 * width), 1) - math.log(len(rows))).mean().item()
+
+    r = kde_mi(f, y, s2=s2, standardize_features=False)
+    for width, ixf, iyf in ((s2, r.ixf_upper, r.iyf_upper), (4 * s2, r.ixf_lower, r.iyf_lower)):
+        cond = sum((y == c).sum().item() / len(y) * h(f[y == c], width) for c in range(4))
+        assert ixf == pytest.approx(h(f, width), abs=1e-12)
+        assert iyf == pytest.approx(h(f, width) - cond, abs=1e-12)
+
+
 def test_kde_scale_invariance():
     f, y = randn(300, 5, seed=4), torch.arange(300) % 4
     a, b = kde_mi(f, y), kde_mi(1000.0 * f, y)
@@ -148,6 +165,13 @@ def test_saturation_warning_tiny_s2_only():
         r = kde_mi(f)  # default: s2 = 0.1 * median pairwise squared distance
     assert not r.saturated
     assert r.s2 == pytest.approx(0.1 * median_sq_dist(standardize(f)))
+
+
+def test_kde_beyond_median_points_uses_a_subsampled_median():
+    f = randn(2100, 3, seed=10)  # more rows than MEDIAN_POINTS: blocked, median on 2,000 rows
+    r = kde_mi(f, torch.arange(2100) % 3, block=512)
+    assert r.s2 == pytest.approx(0.1 * median_sq_dist(standardize(f)))
+    assert r.ixf_upper == pytest.approx(kde_entropy(standardize(f), r.s2), abs=1e-12)
 
 
 def test_median_sq_dist_and_standardize():

@@ -83,7 +83,10 @@ def sq_dists(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return d.clamp_min_(0.0)
 
 
-def median_sq_dist(f, max_points: int = 2000, seed: int = 0) -> float:
+MEDIAN_POINTS = 2000  # the median pairwise distance is taken over at most this many rows
+
+
+def median_sq_dist(f, max_points: int = MEDIAN_POINTS, seed: int = 0) -> float:
     """Median of D_ij = ||f_i - f_j||^2 over the pairs i < j.
 
     If N > ``max_points``, the median is taken over a subsample of ``max_points`` rows
@@ -93,20 +96,44 @@ def median_sq_dist(f, max_points: int = 2000, seed: int = 0) -> float:
     if len(f) > max_points:
         g = torch.Generator().manual_seed(seed)
         f = f[torch.randperm(len(f), generator=g)[:max_points]]
-    i, j = torch.triu_indices(len(f), len(f), offset=1)
-    return float(sq_dists(f, f)[i, j].median())
+    return _upper_median(sq_dists(f, f))
+
+
+def _upper_median(d: torch.Tensor) -> float:
+    """Lower median of the strictly upper triangle of a square matrix."""
+    n = len(d)
+    return float(d[torch.ones(n, n, dtype=torch.bool).triu_(1)].median())
+
+
+def kernel_sums(f: torch.Tensor, s2s: Sequence[float], groups: Optional[torch.Tensor] = None,
+                block: int = 1024, dists: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """S_i = sum_j exp(-D_ij / (2 s2)) for each width, and the same sum over j in i's group.
+
+    Returns ``(total, within)``, each (len(s2s), N); ``within`` is None without ``groups``
+    (integer labels 0..C-1). One pass over (block, N) distance blocks serves every width
+    and every group: the group sums are the kernel block times the one-hot group matrix.
+    Every S_i >= 1 (the j = i term is exp(0)), so no log-sum-exp shift is needed.
+    ``dists``: the full (N, N) matrix D when the caller already has it.
+    """
+    n = len(f)
+    onehot = None if groups is None else torch.nn.functional.one_hot(groups).to(f.dtype)
+    total = torch.empty(len(s2s), n, dtype=f.dtype)
+    within = None if groups is None else torch.empty(len(s2s), n, dtype=f.dtype)
+    for i0 in range(0, n, block):
+        rows = slice(i0, i0 + block)
+        d = sq_dists(f[rows], f) if dists is None else dists[rows]  # (B, N)
+        for k, s2 in enumerate(s2s):
+            e = torch.exp(d * (-0.5 / s2))
+            total[k, rows] = e.sum(1)
+            if onehot is not None:
+                within[k, rows] = (e @ onehot).gather(1, groups[rows, None]).squeeze(1)
+    return total, within
 
 
 def mixture_entropies(f: torch.Tensor, s2s: Sequence[float], block: int = 1024) -> torch.Tensor:
     """``kde_entropy`` for several widths at once, sharing each (block, N) distance block."""
-    n = len(f)
-    s2 = torch.as_tensor(list(s2s), dtype=torch.float64)
-    total = torch.zeros(len(s2), dtype=torch.float64)
-    for i0 in range(0, n, block):
-        d = sq_dists(f[i0 : i0 + block], f)  # (B, N)
-        lse = torch.logsumexp(-d[None] / (2.0 * s2[:, None, None]), dim=2)  # (S, B)
-        total += lse.sum(1)
-    return math.log(n) - total / n
+    total, _ = kernel_sums(f, s2s, block=block)
+    return math.log(len(f)) - total.log().mean(1)
 
 
 def kde_entropy(f, s2: float, block: int = 1024) -> float:
@@ -164,32 +191,47 @@ def kde_mi(
     ``noise_fraction * median_sq_dist(f)`` (falling back to the mean D if the median is 0,
     and to 1 if every point is identical), so the estimate does not depend on the scale
     of F. Emits ``InformationSaturationWarning`` when ixf_upper is within 5% of log N.
+
+    Cost O(N^2 d), one pass over the distances for both bounds and every class. Memory is
+    the (N, N) distance matrix up to ``MEDIAN_POINTS`` rows (which the median needs
+    anyway), and O(N * block) beyond.
     """
     f = standardize(f) if standardize_features else as_features(f)
     n = len(f)
+    dists = None
     if s2 is None:
-        s2 = noise_fraction * _spread(f)
+        # up to MEDIAN_POINTS rows the median needs every distance: keep them for the sums
+        dists = sq_dists(f, f) if n <= MEDIAN_POINTS else None
+        s2 = noise_fraction * _spread(f, dists)
     if s2 <= 0:
         raise CkptkdError(f"kernel variance s2 must be positive, got {s2}")
-    ixf_upper, ixf_lower = mixture_entropies(f, [s2, 4.0 * s2], block).tolist()
+    widths = [s2, 4.0 * s2]
     iyf_upper = iyf_lower = hy = None
-    if y is not None:
+    if y is None:
+        total, _ = kernel_sums(f, widths, block=block, dists=dists)
+    else:
         y = as_labels(y, n)
         hy = label_entropy(y)
-        cond = torch.zeros(2, dtype=torch.float64)
-        for c in range(int(y.max()) + 1):
-            rows = f[y == c]
-            cond += len(rows) / n * mixture_entropies(rows, [s2, 4.0 * s2], block)
-        iyf_upper, iyf_lower = ixf_upper - float(cond[0]), ixf_lower - float(cond[1])
+        total, within = kernel_sums(f, widths, y, block, dists)
+    ixf = math.log(n) - total.log().mean(1)  # H(T') up to its constant, per width
+    if y is not None:
+        # sum_c p_c H(T'|Y=c) with H(T'|Y=c) = log n_c - mean over class c of log(within sums)
+        counts = torch.bincount(y).to(f.dtype)
+        cond = (counts * counts.log()).sum() / n - within.log().mean(1)
+        iyf_upper, iyf_lower = (ixf - cond).tolist()
+    ixf_upper, ixf_lower = ixf.tolist()
     saturated = check_saturation(ixf_upper, n, "KDE upper bound on I(X;F)")
     return KDEResult(ixf_upper, ixf_lower, iyf_upper, iyf_lower, float(s2), n, hy, saturated)
 
 
-def _spread(f: torch.Tensor) -> float:
-    """median D, else mean D (over a deterministic subsample), else 1 (all points equal)."""
-    med = median_sq_dist(f)
+def _spread(f: torch.Tensor, dists: Optional[torch.Tensor] = None) -> float:
+    """median D, else mean D (over a deterministic subsample), else 1 (all points equal).
+
+    ``dists``: the full distance matrix of ``f``, when it has at most MEDIAN_POINTS rows.
+    """
+    med = _upper_median(dists) if dists is not None else median_sq_dist(f)
     if med > 0:
         return med
-    sub = f[:: max(1, len(f) // 2000)]
+    sub = f[:: max(1, len(f) // MEDIAN_POINTS)]
     mean = float(sq_dists(sub, sub).mean())
     return mean if mean > 0 else 1.0
