@@ -44,6 +44,26 @@ def by_epochs(ckpts: Sequence[Checkpoint], epochs: Sequence[int]) -> list[Checkp
     return [found[e] for e in epochs]
 
 
+def max_picks(ckpts: Sequence[Checkpoint], min_spacing: int = 0) -> int:
+    """The most checkpoints that can be at least ``min_spacing`` epochs apart (earliest-first greedy)."""
+    count, last_epoch = 0, None
+    for c in sorted(ckpts, key=lambda c: c.epoch):
+        if last_epoch is None or c.epoch - last_epoch >= max(min_spacing, 1):
+            count, last_epoch = count + 1, c.epoch
+    return count
+
+
+def check_k(ckpts: Sequence[Checkpoint], k: int, min_spacing: int = 0) -> None:
+    """Refuse a snapshot ensemble that no scores could fill, before any scores are computed."""
+    if k < 1:
+        raise CkptkdError(f"k must be at least 1, got {k}")
+    most = max_picks(ckpts, min_spacing)
+    if k > most:
+        apart = f" at least {min_spacing} epochs apart" if min_spacing > 1 else ""
+        raise CkptkdError(f"cannot pick {k} checkpoints{apart}: the trajectory allows at most {most}; "
+                          "lower -k or --min-spacing")
+
+
 def top_k(ckpts: Sequence[Checkpoint], scores: Sequence[float], k: int = 1, min_spacing: int = 0) -> list[Checkpoint]:
     """Greedy: highest score first, skipping checkpoints within ``min_spacing`` epochs of a pick."""
     if len(scores) != len(ckpts):

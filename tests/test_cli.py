@@ -320,3 +320,21 @@ def test_run_into_a_finished_folder_without_resume_is_refused(finished_pipeline,
     code, _, err = ckptkd(capsys, "run", root / "run.yaml", "--out", root / "a", "--quiet")
     assert_user_error(code, err, "already holds a run")
     assert digest(root / "a") == before
+
+
+def test_error_during_a_progress_bar_starts_its_own_line(capsys, monkeypatch):
+    from tqdm import tqdm
+
+    from ckptkd.cli import commands
+    from ckptkd.errors import CkptkdError
+
+    def fails_halfway(args, overrides):
+        bar = tqdm(total=10, desc="work", leave=False)  # held open, as a loop's bar is
+        bar.update(5)
+        raise CkptkdError("the data went away; put it back")
+
+    monkeypatch.setattr(commands, "models", fails_halfway)
+    code, _, err = ckptkd(capsys, "models")
+    assert code == 2
+    assert "work" in err  # the bar was drawn, then cleared
+    assert err.rsplit("\r", 1)[-1] == "ckptkd: error: the data went away; put it back\n"

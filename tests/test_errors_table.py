@@ -332,6 +332,13 @@ CASES: list[Case] = [
          "device 'cuda' asked for, but this torch sees no CUDA GPU; use --device cpu", needs_no_cuda=True),
     Case("zero-k", "`-k 0` checkpoints to select", ["select", "run", "-k", "0", "--policy", "last"],
          "-k must be at least 1 and --min-spacing at least 0, got -k 0 --min-spacing 0"),
+    Case("k-too-large", "`-k` larger than the trajectory (refused before any analysis is written)",
+         ["select", "run", "-k", "5", "--probe-size", "50"],
+         "cannot pick 5 checkpoints: the trajectory allows at most 3; lower -k or --min-spacing"),
+    Case("k-spacing-too-wide", "`-k` checkpoints that `--min-spacing` cannot fit",
+         ["select", "run", "-k", "2", "--min-spacing", "3", "--probe-size", "50"],
+         "cannot pick 2 checkpoints at least 3 epochs apart: the trajectory allows at most 1; lower -k or "
+         "--min-spacing"),
     Case("zero-jobs", "`--jobs 0` for a study", ["study", "study.yaml", "--jobs", "0", "--out", "new"],
          "--jobs must be at least 1, got 0", _text("study.yaml", "name: tiny\ndata: {spec: digits}\n")),
     # ------------------------------------------------ output folders

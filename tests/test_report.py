@@ -286,3 +286,16 @@ def test_chromium_renders_the_study_report(study_folder, tmp_path):
     report = write_report(study_folder, tmp_path / "report.html")
     dom, shot = _rendered(report, tmp_path)
     _check_rendered(dom, shot, images=4, tables=4)
+
+
+def test_information_plane_colour_bar_shows_whole_epochs():
+    import matplotlib.pyplot as plt
+
+    from ckptkd.report.plots import information_plane
+
+    fig, ax = plt.subplots()
+    information_plane([{"epoch": e, "ixf": 5.0 - e, "iyf": 1.0 + e} for e in (1, 2, 3)], ax)
+    fig.canvas.draw()
+    ticks = [t.get_text() for t in fig.axes[-1].get_yticklabels()]
+    plt.close(fig)
+    assert ticks and all(t.isdigit() for t in ticks), ticks

@@ -139,11 +139,21 @@ def main(argv=None) -> int:
     try:
         return _dispatch(args) or 0
     except CkptkdError as e:
+        _close_progress_bars()
         print(f"ckptkd: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        _close_progress_bars()
         print("ckptkd: interrupted", file=sys.stderr)
         return 130
+
+
+def _close_progress_bars() -> None:
+    """Clear live progress bars, so that the message starts its own line."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
 
 
 def _dispatch(args) -> int | None:

@@ -121,7 +121,7 @@ def load_yaml_section(path, section: str) -> dict:
     return read_yaml(path).get(section) or {}
 
 
-def _analysis(args, overrides):
+def _analysis(args, overrides, ckpts=None):
     from ..info.analyze import analyze
     from ..train import resolve_device
     from ..trajectory import open_trajectory
@@ -129,7 +129,7 @@ def _analysis(args, overrides):
     info = {k.split(".", 1)[1]: v for k, v in overrides.items() if k.startswith("info.")}
     cfg = from_dict(InfoConfig, (load_yaml_section(args.config, "info") if args.config else {}) | info, "info")
     data = load_dataset(_data_config(args, overrides))
-    ckpts = open_trajectory(args.run, args.model)
+    ckpts = ckpts or open_trajectory(args.run, args.model)
     device = resolve_device(overrides.get("device", "auto"))
     rows = analyze(ckpts, data, cfg, folder=args.run, device=device, progress=_progress(args))
     return cfg, ckpts, rows
@@ -162,16 +162,17 @@ def format_analysis(rows: list[dict], cfg: InfoConfig) -> str:
 
 
 def select(args, overrides):
-    from ..select import choose
+    from ..select import check_k, choose
+    from ..trajectory import open_trajectory
 
     if args.k < 1 or args.min_spacing < 0:
         raise CkptkdError(f"-k must be at least 1 and --min-spacing at least 0, got -k {args.k} "
                           f"--min-spacing {args.min_spacing}")
-    cfg, ckpts, rows = _analysis(args, overrides) if "mi" in args.policy.split("+") else (None, None, None)
-    if ckpts is None:
-        from ..trajectory import open_trajectory
-
-        ckpts = open_trajectory(args.run, args.model)
+    ckpts = open_trajectory(args.run, args.model)
+    rows = None
+    if "mi" in args.policy.split("+"):
+        check_k(ckpts, args.k, args.min_spacing)  # before the analysis, which is the slow part
+        _, _, rows = _analysis(args, overrides, ckpts)
     scores = [r["score"] for r in rows] if rows else None
     picked = choose(args.policy, ckpts, k=args.k, scores=scores, min_spacing=args.min_spacing)
     ranking = sorted(rows, key=lambda r: -r["score"]) if rows else []

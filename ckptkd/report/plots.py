@@ -7,6 +7,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from ..trajectory.io import write_error  # noqa: E402
 
@@ -21,7 +22,10 @@ def information_plane(rows: list[dict], ax, color_key: str = "epoch", label: str
     ax.set_xlabel("I(X;F) [nats]")
     ax.set_ylabel("I(Y;F) [nats]")
     ax.set_title("information plane")
-    ax.figure.colorbar(pts, ax=ax, label=label)
+    bar = ax.figure.colorbar(pts, ax=ax, label=label)
+    if color_key == "epoch":  # whole epochs only, not 12.5
+        bar.locator = MaxNLocator(integer=True)
+        bar.update_ticks()
 
 
 def score_vs_epoch(rows: list[dict], ax):
