@@ -85,7 +85,7 @@ def main() -> None:
           f"{len(data.y_train)} training samples, student {cfg.student.model} x {cfg.student.epochs} epochs")
     print(f"analyze 10 checkpoints : {t_an:7.2f} s  (runs: {', '.join(f'{t:.2f}' for t in t_info)})")
     print(f"  forward passes       : {fwd:7.2f} s  ({1000 * fwd / len(ckpts):.0f} ms per checkpoint)")
-    print(f"  estimator ({info.estimator})     : {est:7.2f} s  ({1000 * est / len(ckpts):.0f} ms per checkpoint)")
+    print(f"  {'estimator (' + info.estimator + ')':21s}: {est:7.2f} s  ({1000 * est / len(ckpts):.0f} ms per checkpoint)")
     print(f"one distillation       : {kd:7.2f} s  (runs: {', '.join(f'{t:.2f}' for t in t_kd)})")
     print(f"teacher sample passes  : analysis {passes_an:,} vs distillation {passes_kd:,} "
           f"({passes_an / passes_kd:.3f})")

@@ -1,13 +1,18 @@
 """The study runner: a resumable grid of cells, and the paper-style tables it produces."""
+import hashlib
 import json
+import shutil
+from dataclasses import asdict
 
 import pytest
+import yaml
 
 from ckptkd.config import StudyConfig, from_dict
 from ckptkd.data.cifar import write_fake_cifar
 from ckptkd.report import study as report
 from ckptkd.study import cells as cells_mod
 from ckptkd.study import run_study
+from ckptkd.trajectory import open_checkpoint
 
 TINY = {
     "name": "tiny",
@@ -74,6 +79,43 @@ def test_a_changed_student_config_reruns_the_students_but_not_the_teachers(finis
     calls = count_runs(monkeypatch)
     run_study(changed, root, progress=False)
     assert calls and all(c.startswith("student/") and c != "student/nokd/seed0" for c in calls)
+
+
+def test_a_moved_study_runs_nothing_again(finished_study, monkeypatch, tmp_path):
+    cfg, root, _ = finished_study
+    results = run_study(cfg, root, progress=False)  # whatever earlier tests changed, finished again
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(root, moved)
+    calls = count_runs(monkeypatch)
+    again = run_study(cfg, moved, progress=False)
+    assert calls == []
+    assert report.render_markdown(again) == report.render_markdown(results)
+
+
+def test_cells_keyed_with_teacher_paths_are_adopted_once(finished_study, monkeypatch, tmp_path):
+    # studies written before keys left paths out: their cells still count, and get the new key
+    cfg, root, _ = finished_study
+    run_study(cfg, root, progress=False)
+    moved = tmp_path / "old"
+    shutil.copytree(root, moved)
+    cell_dir = moved / "cells" / "student" / "ckpt-0002" / "seed1"
+    config = yaml.safe_load((cell_dir / "config.yaml").read_text())
+    stage = {**asdict(cfg.student)}
+    old_parts = {"cell": config["cell"], "data": asdict(cfg.data), "stage": stage, "kd": asdict(cfg.kd),
+                 "teacher_sha256": [open_checkpoint(t).sha256 for t in config["cell"]["teachers"]]}
+    result = json.loads((cell_dir / "result.json").read_text())
+    new_key = result["key"]
+    result["key"] = hashlib.sha256(json.dumps(old_parts, sort_keys=True).encode()).hexdigest()
+    (cell_dir / "result.json").write_text(json.dumps(result))
+    calls = count_runs(monkeypatch)
+    run_study(cfg, moved, progress=False)
+    assert calls == []
+    assert json.loads((cell_dir / "result.json").read_text())["key"] == new_key
+    # a key that matches neither format is a different cell: it runs again
+    result["key"] = "0" * 64
+    (cell_dir / "result.json").write_text(json.dumps(result))
+    run_study(cfg, moved, progress=False)
+    assert calls == ["student/ckpt-0002/seed1"]
 
 
 def synthetic_results():

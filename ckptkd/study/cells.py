@@ -3,6 +3,8 @@
 A finished cell leaves ``result.json`` (written atomically, last), keyed by a hash of
 everything that determines its outcome. A cell whose key matches is never run again, so
 an interrupted study continues where it stopped and a grown grid only runs new cells.
+Teachers enter the key by content (sha256), not by path, so a study folder can be moved
+or reached by another path without running anything again.
 """
 from __future__ import annotations
 
@@ -12,8 +14,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import yaml
+
 from ..config import DataConfig, StageConfig, StudyConfig, from_dict
 from ..data import Dataset, load_dataset
+from ..errors import CkptkdError
 from ..trajectory import Run, open_checkpoint, read_json, write_json
 
 
@@ -27,19 +32,46 @@ class Cell:
 
 
 def cell_key(cell: Cell, cfg: StudyConfig) -> str:
+    return _hash(_key_parts(cell, cfg) | {"format": 2})
+
+
+def _key_parts(cell: Cell, cfg: StudyConfig) -> dict:
     stage = cfg.teacher if cell.kind == "teacher" else cfg.student
-    parts = {"cell": asdict(cell), "data": asdict(cfg.data), "stage": asdict(stage),
-             "kd": asdict(cfg.kd) if cell.teachers else None,
-             "teacher_sha256": [open_checkpoint(t).sha256 for t in cell.teachers]}
+    return {"cell": {k: v for k, v in asdict(cell).items() if k != "teachers"}, "data": asdict(cfg.data),
+            "stage": asdict(stage), "kd": asdict(cfg.kd) if cell.teachers else None,
+            "teacher_sha256": [open_checkpoint(t).sha256 for t in cell.teachers]}
+
+
+def _hash(parts: dict) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
-def finished(cell: Cell, cfg: StudyConfig, root: Path) -> dict | None:
-    path = root / "cells" / cell.id / "result.json"
-    if not path.exists():
+def _first_format_key(cell: Cell, cfg: StudyConfig, folder: Path) -> str | None:
+    """The key a cell got before keys left out paths: its teachers' paths as the cell recorded them."""
+    try:
+        recorded = Run(folder).config.get("cell") or {}
+    except (CkptkdError, OSError, yaml.YAMLError, AttributeError):
+        return None  # no readable record: the cell runs again
+    if {**recorded, "teachers": None} != {**asdict(cell), "teachers": None}:
         return None
-    result = read_json(path)
-    return result if result.get("key") == cell_key(cell, cfg) else None
+    parts = _key_parts(cell, cfg)
+    parts["cell"] = {**parts["cell"], "teachers": list(recorded.get("teachers") or [])}
+    return _hash(parts)
+
+
+def finished(cell: Cell, cfg: StudyConfig, root: Path) -> dict | None:
+    folder = root / "cells" / cell.id
+    if not (folder / "result.json").exists():
+        return None
+    result = read_json(folder / "result.json")
+    key = cell_key(cell, cfg)
+    if result.get("key") == key:
+        return result
+    if result.get("key") is not None and result["key"] == _first_format_key(cell, cfg, folder):
+        result["key"] = key  # same cell, same teacher contents: adopt the new key
+        write_json(folder / "result.json", result)
+        return result
+    return None
 
 
 _DATA: dict[str, Dataset] = {}
