@@ -54,13 +54,17 @@ def section(folder: Path) -> str:
     results = json.loads((folder / "results.json").read_text())
     cfg = results["config"]
     inv = results.get("invocations", [])
-    last = inv[-1] if inv else {}
+    last = max(inv, key=lambda i: i.get("cells_run") or 0) if inv else {}  # the one that did the work
     config_path = f"configs/studies/{cfg['name']}.yaml"
     total = len(results["teachers"]) + len(results["students"])
-    ran = last.get("cells_run")
-    earlier = "" if ran == total else " (the others were finished by an earlier invocation that was interrupted)"
-    timing = (f"the last invocation ran {ran} of {total} cells{earlier} in {last.get('elapsed_s', 0) / 60:.1f} min "
-              f"with --jobs {last.get('jobs')} on {last.get('machine')}; sum of all cells' wall time "
+    timed = [i for i in inv if i.get("elapsed_s") is not None]
+    untimed = len(inv) - len(timed)
+    timing = (f"{len(inv)} invocation(s) ran {sum(i.get('cells_run') or 0 for i in inv)} cell runs for the {total} "
+              f"cells in {sum(i['elapsed_s'] for i in timed) / 60:.1f} min of wall time"
+              + (f", plus {untimed} killed invocation(s) whose time was not recorded" if untimed else "")
+              + (" (the other cells were run by earlier invocations, from before ckptkd logged them)"
+                 if sum(i.get("cells_run") or 0 for i in inv) < total else "")
+              + f" (the busiest: --jobs {last.get('jobs')} on {last.get('machine')}); sum of all cells' wall time "
               f"{results.get('compute_s', 0) / 60:.1f} min.")
     img = ROOT / "docs" / "img"
     img.mkdir(exist_ok=True)

@@ -178,3 +178,30 @@ def test_study_end_to_end_on_a_cifar_format_folder(tmp_path):
     })
     results = run_study(cfg, tmp_path / "study", progress=False)
     assert len(results["students"]) == 7 and "| full (last) | 3 |" in report.render_markdown(results)
+
+
+def test_every_invocation_is_logged_even_an_interrupted_one(monkeypatch, tmp_path):
+    cfg = from_dict(StudyConfig, {**TINY, "student_seeds": [0], "estimators": ["kde"]})
+    original = cells_mod.run_cell
+    runs = []
+
+    def interrupted_after_two(cell, *args, **kwargs):
+        if len(runs) == 2:
+            raise KeyboardInterrupt
+        runs.append(cell.id)
+        return original(cell, *args, **kwargs)
+
+    monkeypatch.setattr("ckptkd.study.runner.run_cell", interrupted_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        run_study(cfg, tmp_path, progress=False)
+    monkeypatch.setattr("ckptkd.study.runner.run_cell", original)
+    results = run_study(cfg, tmp_path, progress=False)
+    first, second = results["invocations"]
+    assert (first["status"], first["cells_run"]) == ("interrupted", 2)
+    assert (second["status"], second["cells_run"]) == ("finished", 2 + 7 - 2)  # 2 teachers + 7 students in all
+    assert all(i["elapsed_s"] > 0 and i["jobs"] == 1 for i in (first, second))
+    # a kill leaves a start line only; it is reported, without a time
+    (tmp_path / "invocations.jsonl").open("a").write('{"event": "start", "id": "x", "jobs": 2}\n{"event": "e')
+    from ckptkd.study.invocations import invocations
+    assert invocations(tmp_path)[-1] == {"id": "x", "jobs": 2, "status": "killed", "cells_run": None,
+                                         "elapsed_s": None}

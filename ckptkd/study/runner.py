@@ -3,6 +3,7 @@
     STUDY/study.yaml               the resolved config
     STUDY/cells/<cell id>/         one run folder per cell, with result.json when finished
     STUDY/analysis/<estimator>/    the information analysis of the trajectory, per estimator
+    STUDY/invocations.jsonl        when each invocation started and how it ended
     STUDY/results.json             every cell's result and every analysis row
     STUDY/tables.{md,csv,json}, *.png   the tables and plots (ckptkd.report.study)
 """
@@ -10,9 +11,6 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import multiprocessing as mp
-import os
-import platform
-import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -26,6 +24,7 @@ from ..info.analyze import analyze
 from ..select import choose, halfway, last
 from ..trajectory import Run, atomic_write, read_json, write_json
 from .cells import Cell, _data, finished, run_cell, run_cell_from_dicts
+from .invocations import Invocation, invocations
 
 
 def teacher_cells(cfg: StudyConfig) -> list[Cell]:
@@ -51,14 +50,16 @@ def student_cells(cfg: StudyConfig, root: Path, mi_pick: list) -> list[Cell]:
     return cells
 
 
-def _run_all(cells: list[Cell], cfg: StudyConfig, root: Path, device: str, jobs: int, bar) -> tuple[list[dict], int]:
-    """Run the unfinished cells; return every cell's result and how many cells ran."""
+def _run_all(cells: list[Cell], cfg: StudyConfig, root: Path, device: str, jobs: int, bar,
+             inv: Invocation) -> list[dict]:
+    """Run the unfinished cells (counted in ``inv``); return every cell's result."""
     todo = [c for c in cells if not finished(c, cfg, root)]
     bar.update(len(cells) - len(todo))
     if jobs <= 1 or len(todo) <= 1:
         for c in todo:
             bar.set_postfix_str(c.id)
             run_cell(c, cfg, root, device, root / "cache")
+            inv.ran()
             bar.update()
     else:
         ctx = mp.get_context("spawn")  # fork after torch has started threads can deadlock
@@ -67,8 +68,9 @@ def _run_all(cells: list[Cell], cfg: StudyConfig, root: Path, device: str, jobs:
                                    str(root), device, str(root / "cache"), torch.get_num_threads()) for c in todo]
             for f in cf.as_completed(futures):
                 f.result()
+                inv.ran()
                 bar.update()
-    return [finished(c, cfg, root) for c in cells], len(todo)
+    return [finished(c, cfg, root) for c in cells]
 
 
 def _open_study(cfg: StudyConfig, root: Path) -> None:
@@ -108,11 +110,10 @@ def run_study(cfg: StudyConfig, root: str | Path, *, jobs: int = 1, device: str 
 
 def _run_study(cfg: StudyConfig, root: Path, jobs: int, device: str, progress: bool, threads: int) -> dict:
     _open_study(cfg, root)
-    started = time.time()
     teachers = teacher_cells(cfg)
-    with tqdm(total=len(teachers), desc=f"study {cfg.name}", unit="cell", disable=not progress,
-              dynamic_ncols=True) as bar:
-        teacher_results, ran = _run_all(teachers, cfg, root, device, jobs, bar)
+    with Invocation(root, jobs, threads) as inv, tqdm(total=len(teachers), desc=f"study {cfg.name}", unit="cell",
+                                                       disable=not progress, dynamic_ncols=True) as bar:
+        teacher_results = _run_all(teachers, cfg, root, device, jobs, bar, inv)
         rows = analyses(cfg, root, device)
         trajectory = Run(root / "cells" / teachers[0].id).checkpoints()
         mi_pick = choose("mi", trajectory, k=cfg.ensemble_size, scores=[r["score"] for r in rows[cfg.info.estimator]],
@@ -120,13 +121,9 @@ def _run_study(cfg: StudyConfig, root: Path, jobs: int, device: str, progress: b
         students = student_cells(cfg, root, mi_pick)
         bar.total = len(teachers) + len(students)
         bar.refresh()
-        student_results, ran_students = _run_all(students, cfg, root, device, jobs, bar)
-    previous = read_json(root / "results.json").get("invocations", []) if (root / "results.json").exists() else []
-    invocation = {"started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
-                  "elapsed_s": time.time() - started, "cells_run": ran + ran_students, "jobs": jobs,
-                  "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}"}
+        student_results = _run_all(students, cfg, root, device, jobs, bar, inv)
     results = {"config": to_dict(cfg), "teachers": teacher_results, "students": student_results,
-               "invocations": previous + [invocation],
+               "invocations": invocations(root),
                "compute_s": sum(r["wall_s"] for r in teacher_results + student_results),
                "analysis": rows, "mi_ensemble": [c.epoch for c in mi_pick],
                "trajectory": [{"epoch": c.epoch, **{k: c.meta.get(k) for k in ("train_acc", "test_acc")}}
