@@ -140,10 +140,17 @@ def share(value, w: World | None = None):
     return box[0]
 
 
-def main_first(fn, w: World | None = None):
-    """Run ``fn`` on rank 0, then on the others: for work that rank 0 writes and the others
-    then find done (a teacher cache), so it is computed once, not N times."""
+def main_first(fn, then=None, w: World | None = None):
+    """Run ``fn`` on rank 0, then ``then`` (default ``fn``) on the others: for work that rank 0
+    writes and the others then find done (a teacher cache, a run folder to read), so it is
+    done once, not N times."""
     w = w or world()
     result = on_main(fn, w)
     barrier(w)
-    return result if w.is_main else fn()
+    return result if w.is_main else (then or fn)()
+
+
+def main_only(fn, w: World | None = None):
+    """Run ``fn`` on rank 0 alone (it may write files) and hand its result to every rank."""
+    w = w or world()
+    return share(on_main(fn, w), w)

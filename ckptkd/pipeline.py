@@ -5,6 +5,7 @@
     OUT/students/{nokd,full,chosen}/   one run folder per student
 
 Every stage is a run folder, so ``--resume`` skips the stages that already finished.
+Under torchrun every stage trains data-parallel; rank 0 alone writes files and analyses.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import parallel
 from .config import RunConfig, StageConfig, to_dict
 from .data import Dataset, load_dataset
 from .distill import Teacher, distill, teacher_accuracy
@@ -36,7 +38,7 @@ def _train_stage(path: Path, config: dict, stage: StageConfig, data: Dataset, se
                  progress: bool, desc: str, teacher: Teacher | None = None, kd=None) -> Run:
     make = dict(model=stage.model, num_classes=data.num_classes, in_shape=data.in_shape,
                 data_fingerprint=data.fingerprint)
-    run = Run.create(path, config, resume=resume, **make)
+    run = parallel.main_first(lambda: Run.create(path, config, resume=resume, **make), then=lambda: Run(path))
     if run.complete:
         return run
     if teacher is None:  # an interrupted stage continues from its last save point
@@ -44,6 +46,7 @@ def _train_stage(path: Path, config: dict, stage: StageConfig, data: Dataset, se
     else:
         distill(data, stage, teacher, kd, seed=seed, device=device, run=run, progress=progress, desc=desc,
                 resume=resume)
+    parallel.barrier(parallel.world())  # rank 0 has written the last checkpoint
     return Run(path)
 
 
@@ -80,7 +83,8 @@ def pick_teachers(cfg: RunConfig, teacher_run: Run, data: Dataset, device, progr
     if "mi" in cfg.select.policy.split("+"):
         from .info.analyze import analyze_run
 
-        scores = [r["score"] for r in analyze_run(teacher_run, data, cfg.info, device=device, progress=progress)]
+        scores = parallel.main_only(lambda: [r["score"] for r in analyze_run(teacher_run, data, cfg.info,
+                                                                              device=device, progress=progress)])
     return choose(cfg.select.policy, ckpts, k=cfg.select.k, scores=scores, epochs=cfg.select.checkpoints,
                   min_spacing=cfg.select.min_spacing)
 
@@ -93,8 +97,9 @@ def run_pipeline(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, re
     device = resolve_device(cfg.device)
     for spec in (cfg.teacher.model, cfg.student.model):  # a bad model spec fails before OUT exists
         create_model(spec, data.num_classes, data.in_shape)
-    _open_out(out, cfg, overwrite, resume)
+    parallel.main_first(lambda: _open_out(out, cfg, overwrite, resume), then=lambda: None)
     conf = to_dict(cfg)
+    progress = progress and parallel.world().is_main
 
     teacher_run = _train_stage(out / "teacher", {"stage": "teacher", **conf}, cfg.teacher, data, cfg.seed,
                                device, resume, progress, "teacher")
@@ -120,8 +125,8 @@ def run_pipeline(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, re
         rows.append(Row(chosen_role, label(chosen), rows[1].teacher_acc, rows[1].student_acc))
     else:
         rows.append(row(chosen_role, "chosen", chosen))
-    write_json(out / "pipeline.json", {"config": conf, "config_sha256": config_hash(conf), "status": "complete",
-                                       "rows": [r.__dict__ for r in rows]})
+    parallel.on_main(lambda: write_json(out / "pipeline.json", {
+        "config": conf, "config_sha256": config_hash(conf), "status": "complete", "rows": [r.__dict__ for r in rows]}))
     return rows
 
 

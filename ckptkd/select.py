@@ -65,22 +65,24 @@ def check_k(ckpts: Sequence[Checkpoint], k: int, min_spacing: int = 0) -> None:
 
 
 def top_k(ckpts: Sequence[Checkpoint], scores: Sequence[float], k: int = 1, min_spacing: int = 0) -> list[Checkpoint]:
-    """Greedy: highest score first, skipping checkpoints within ``min_spacing`` epochs of a pick."""
+    """Greedy: highest score first, skipping checkpoints within ``min_spacing`` epochs of a pick,
+    and skipping any pick after which ``k`` spaced checkpoints could no longer be filled
+    (e.g. the middle one of three when two must be two epochs apart)."""
     if len(scores) != len(ckpts):
         raise ValueError(f"{len(scores)} scores for {len(ckpts)} checkpoints")
-    if k < 1:
-        raise CkptkdError(f"k must be at least 1, got {k}")
+    check_k(ckpts, k, min_spacing)
+    gap = max(min_spacing, 1)
+
+    def spaced(c: Checkpoint, picks: list[Checkpoint]) -> bool:
+        return all(abs(c.epoch - p.epoch) >= gap for p in picks)
+
     picked: list[Checkpoint] = []
     for score, c in sorted(zip(scores, ckpts), key=lambda sc: (-sc[0], -sc[1].epoch)):
-        if all(abs(c.epoch - p.epoch) >= max(min_spacing, 1) for p in picked):
-            picked.append(c)
+        trial = picked + [c]
+        if spaced(c, picked) and len(trial) + max_picks([d for d in ckpts if spaced(d, trial)], min_spacing) >= k:
+            picked = trial
         if len(picked) == k:
             break
-    if len(picked) < k:
-        raise CkptkdError(
-            f"cannot pick {k} checkpoints at least {min_spacing} epochs apart from {len(ckpts)}; "
-            "lower k or the spacing"
-        )
     return sorted(picked, key=lambda c: c.epoch)
 
 

@@ -6,13 +6,17 @@ DDP it normalises each rank's half on its own, and PyTorch's SyncBatchNorm runs 
 only. The comparison therefore uses a model without BatchNorm, ``plain_mlp`` below,
 which the subprocesses import from this file.
 """
+import json
 import math
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
+import yaml
 from torch import nn
 
 from ckptkd.cli import main
@@ -27,12 +31,31 @@ def plain_mlp(num_classes, in_shape):
     return nn.Sequential(nn.Flatten(), nn.Linear(math.prod(in_shape), 32), nn.ReLU(), nn.Linear(32, num_classes))
 
 
-def torchrun(args: list[str]) -> subprocess.CompletedProcess:
-    """``torchrun --nproc_per_node 2 -m ckptkd ARGS`` on CPU; fails the test if it fails."""
+def slow_plain_mlp(num_classes, in_shape):
+    """``plain_mlp`` that sleeps 5 ms per batch, so that a test can kill it between save points."""
+    class Slow(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = plain_mlp(num_classes, in_shape)
+
+        def forward(self, x):
+            time.sleep(0.005)
+            return self.net(x)
+
+    return Slow()
+
+
+def _torchrun_cmd(args: list[str]) -> tuple[list[str], dict]:
     tests = str(Path(__file__).parent)
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH")) if p)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "ckptkd", *args]
+    return cmd, env
+
+
+def torchrun(args: list[str]) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node 2 -m ckptkd ARGS`` on CPU; fails the test if it fails."""
+    cmd, env = _torchrun_cmd(args)
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     return proc
@@ -74,3 +97,62 @@ def test_two_torchrun_processes_distill_from_a_cache_what_one_process_distills(t
     assert main([*distill, "--out", str(tmp_path / "one")]) == 0
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 1
     assert_same_weights(Run(tmp_path / "ddp"), Run(tmp_path / "one"))
+
+
+def test_a_killed_torchrun_training_resumes_on_every_rank(tmp_path):
+    """Every rank resumes from rank 0's saved state (not only rank 0), so the resumed run
+    ends where one uninterrupted process ends."""
+    args = [*ARGS, "--model", "test_distributed:slow_plain_mlp", "--epochs", "8", "--out", str(tmp_path / "ddp")]
+    cmd, env = _torchrun_cmd(args)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    saved = tmp_path / "ddp" / "checkpoints" / "epoch_0002.json"
+    deadline = time.monotonic() + 120
+    while not saved.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    interrupted = Run(tmp_path / "ddp")
+    assert not interrupted.complete and 2 <= interrupted.checkpoints()[-1].epoch < 8
+    torchrun([*args, "--resume"])
+    assert main([*args[:-1], str(tmp_path / "one")]) == 0
+    resumed = Run(tmp_path / "ddp")
+    assert resumed.complete and [r["epoch"] for r in resumed.metrics()] == list(range(1, 9))
+    assert_same_weights(resumed, Run(tmp_path / "one"))
+
+
+def _tiny_job(tmp_path, name: str, extra: dict) -> Path:
+    config = {"data": {"spec": "digits", "augment": False},
+              "teacher": {"model": "test_distributed:plain_mlp", "epochs": 3, "save_every": 1, "batch_size": 64},
+              "student": {"model": "test_distributed:plain_mlp", "epochs": 2, "batch_size": 64},
+              "info": {"probe_size": 200}, **extra}
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_ckptkd_run_under_torchrun_gives_the_one_process_table(tmp_path):
+    job = str(_tiny_job(tmp_path, "job.yaml", {"device": "cpu"}))
+    proc = torchrun(["run", job, "--out", str(tmp_path / "ddp"), "--quiet"])
+    assert main(["run", job, "--out", str(tmp_path / "one"), "--quiet"]) == 0
+    assert proc.stdout.count("ckptkd run:") == 1  # rank 0 alone speaks
+    ddp, one = (json.loads((tmp_path / d / "pipeline.json").read_text())["rows"] for d in ("ddp", "one"))
+    assert [(r["role"], r["teacher"]) for r in ddp] == [(r["role"], r["teacher"]) for r in one]
+    for a, b in zip(ddp, one):
+        assert math.isclose(a["student_acc"], b["student_acc"], abs_tol=2 / 360)
+    assert_same_weights(Run(tmp_path / "ddp" / "teacher"), Run(tmp_path / "one" / "teacher"))
+
+
+def test_a_study_under_torchrun_runs_each_cell_on_both_ranks(tmp_path):
+    study = str(_tiny_job(tmp_path, "study.yaml", {"name": "tiny", "teacher_seeds": [0, 1], "student_seeds": [0],
+                                                   "estimators": ["kde"], "device": "cpu"}))
+    torchrun(["study", study, "--out", str(tmp_path / "ddp"), "--quiet"])
+    assert main(["study", study, "--out", str(tmp_path / "one"), "--quiet"]) == 0
+    ddp, one = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("ddp", "one"))
+    assert len(ddp["invocations"]) == 1 and ddp["invocations"][0]["status"] == "finished"
+    assert [r["cell"] for r in ddp["students"]] == [r["cell"] for r in one["students"]]
+    for a, b in zip(ddp["teachers"] + ddp["students"], one["teachers"] + one["students"]):
+        assert math.isclose(a["acc"], b["acc"], abs_tol=2 / 360), a["cell"]
+    assert_same_weights(Run(tmp_path / "ddp" / "cells" / "teacher" / "seed1"),
+                        Run(tmp_path / "one" / "cells" / "teacher" / "seed1"))
+    assert (tmp_path / "ddp" / "tables.md").exists()

@@ -210,6 +210,12 @@ def test_choose_mi_ensemble_respects_min_spacing():
     assert _epochs(choose("mi", _trajectory(), scores=SCORES, k=2, min_spacing=4)) == [4, 10]
 
 
+def test_choose_mi_ensemble_never_paints_itself_into_a_corner():
+    # epochs 2..10; the best (6) leaves no pair 6 epochs apart, so the best feasible pair is taken
+    assert _epochs(choose("mi", _trajectory(), scores=[0.1, 0.2, 0.9, 0.3, 0.4], k=2, min_spacing=6)) == [4, 10]
+    assert _epochs(choose("mi", _trajectory(), scores=[0.1, 0.2, 0.9, 0.3, 0.4], k=3, min_spacing=4)) == [2, 6, 10]
+
+
 def test_choose_mi_cannot_space_too_many():
     with pytest.raises(CkptkdError, match="cannot pick 3"):
         choose("mi", _trajectory(), scores=SCORES, k=3, min_spacing=5)

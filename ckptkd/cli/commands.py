@@ -12,7 +12,17 @@ from ..models import create_model
 
 
 def _progress(args) -> bool:
-    return not args.quiet
+    from .. import parallel
+
+    return not args.quiet and parallel.world().is_main
+
+
+def _say(text: str) -> None:
+    """Print once per job: under torchrun, rank 0 speaks for every rank."""
+    from .. import parallel
+
+    if parallel.world().is_main:
+        print(text)
 
 
 def run(args, overrides):
@@ -20,8 +30,8 @@ def run(args, overrides):
 
     cfg = load_config(RunConfig, args.config_file or args.config, overrides)
     rows = run_pipeline(cfg, args.out, overwrite=args.overwrite, resume=args.resume, progress=_progress(args))
-    print(f"ckptkd run: {cfg.teacher.model} -> {cfg.student.model} on {cfg.data.spec}, seed {cfg.seed}  ({args.out})")
-    print(format_table(rows))
+    _say(f"ckptkd run: {cfg.teacher.model} -> {cfg.student.model} on {cfg.data.spec}, seed {cfg.seed}  ({args.out})")
+    _say(format_table(rows))
 
 
 def train(args, overrides):
@@ -34,13 +44,11 @@ def train(args, overrides):
     run_, complete = _create_run(args, to_dict(cfg), model=cfg.train.model, num_classes=data.num_classes,
                                  in_shape=data.in_shape, data_fingerprint=data.fingerprint)
     if complete:
-        if run_ is not None:
-            print(f"{args.out}: already complete ({len(run_.checkpoints())} checkpoints)")
+        _say(f"{args.out}: already complete ({len(run_.checkpoints())} checkpoints)")
         return
     _, rec = train_model(data, cfg.train, seed=cfg.seed, device=device, run=run_,
                          progress=_progress(args), desc=cfg.train.model, resume=args.resume)
-    if run_ is not None:
-        print(f"{args.out}: {len(run_.checkpoints())} checkpoints, test acc {100 * rec['test_acc']:.2f}%")
+    _say(f"{args.out}: {len(run_.checkpoints())} checkpoints, test acc {100 * rec['test_acc']:.2f}%")
 
 
 def distill(args, overrides):
@@ -58,25 +66,24 @@ def distill(args, overrides):
     run_, complete = _create_run(args, to_dict(cfg), model=cfg.student.model, num_classes=data.num_classes,
                                  in_shape=data.in_shape, data_fingerprint=data.fingerprint, kind="distill")
     if complete:
-        if run_ is not None:
-            print(f"{args.out}: already complete")
+        _say(f"{args.out}: already complete")
         return
     _, rec = distill_model(data, cfg.student, teacher, cfg.kd, seed=cfg.seed, device=device,
                            run=run_, progress=_progress(args), cache_dir=args.cache_dir, resume=args.resume)
-    if run_ is not None:
-        print(f"{args.out}: student test acc {100 * rec['test_acc']:.2f}%")
+    _say(f"{args.out}: student test acc {100 * rec['test_acc']:.2f}%")
 
 
 def _create_run(args, config: dict, **make):
-    """(run, complete): ``Run.create`` for --out. Under torchrun only rank 0 creates the
-    folder and gets the run (the others get None and write nothing); every rank learns
-    whether it is already complete, and every rank raises rank 0's error."""
+    """(run, complete): ``Run.create`` for --out. Under torchrun rank 0 creates the folder and
+    the others then open it (to resume from its state; only rank 0 writes), and every rank
+    raises rank 0's error."""
     from .. import parallel
     from ..trajectory import Run
 
-    run_ = parallel.on_main(lambda: Run.create(args.out, config, overwrite=args.overwrite, resume=args.resume,
-                                               **make))
-    return run_, parallel.share(run_ is not None and run_.complete)
+    run_ = parallel.main_first(
+        lambda: Run.create(args.out, config, overwrite=args.overwrite, resume=args.resume, **make),
+        then=lambda: Run(args.out))
+    return run_, run_.complete
 
 
 def eval(args, overrides):  # noqa: A001 - the subcommand's name
@@ -189,6 +196,7 @@ def select(args, overrides):
 
 
 def study(args, overrides):
+    from .. import parallel
     from ..config import StudyConfig
     from ..report.study import plot_study, render_markdown, write_tables
     from ..study import run_study
@@ -201,10 +209,11 @@ def study(args, overrides):
             raise CkptkdError(f"{flag} must be at least 1, got {value}")
     device = str(resolve_device(cfg.device))
     results = run_study(cfg, out, jobs=args.jobs, device=device, progress=_progress(args), threads=args.threads)
-    write_tables(results, out)
-    plot_study(results, out)
-    print(render_markdown(results))
-    print(f"wrote {out}/tables.md, tables.json, table_*.csv, student_vs_epoch.png, information_plane.png")
+    if parallel.world().is_main:
+        write_tables(results, out)
+        plot_study(results, out)
+    _say(render_markdown(results))
+    _say(f"wrote {out}/tables.md, tables.json, table_*.csv, student_vs_epoch.png, information_plane.png")
 
 
 def report(args, overrides):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from .. import parallel
 from ..config import DataConfig, StageConfig, StudyConfig, from_dict
 from ..data import Dataset, load_dataset
 from ..errors import CkptkdError
@@ -95,9 +96,10 @@ def run_cell(cell: Cell, cfg: StudyConfig, root: Path, device="cpu", cache_dir: 
     stage: StageConfig = cfg.teacher if cell.kind == "teacher" else cfg.student
     if cell.kind == "student":  # students keep only their final weights
         stage = from_dict(StageConfig, {**asdict(stage), "save_every": 0})
-    run = Run.create(folder, {"cell": asdict(cell), "study": cfg.name, "data": asdict(cfg.data)}, model=stage.model,
-                     num_classes=data.num_classes, in_shape=data.in_shape, data_fingerprint=data.fingerprint,
-                     kind=cell.kind, overwrite=True)
+    run = parallel.main_first(lambda: Run.create(
+        folder, {"cell": asdict(cell), "study": cfg.name, "data": asdict(cfg.data)}, model=stage.model,
+        num_classes=data.num_classes, in_shape=data.in_shape, data_fingerprint=data.fingerprint, kind=cell.kind,
+        overwrite=True), then=lambda: Run(folder))
     t0 = time.perf_counter()
     result = {"cell": cell.id, "kind": cell.kind, "group": cell.group, "seed": cell.seed, "key": cell_key(cell, cfg)}
     if not cell.teachers:
@@ -111,7 +113,7 @@ def run_cell(cell: Cell, cfg: StudyConfig, root: Path, device="cpu", cache_dir: 
         result["teacher_acc"] = teacher_accuracy(teacher, ckpts, data, device)
     result.update(acc=rec["test_acc"], loss=rec["test_loss"], train_acc=rec["train_acc"],
                   wall_s=time.perf_counter() - t0)
-    write_json(folder / "result.json", result)
+    parallel.on_main(lambda: write_json(folder / "result.json", result))
     return result
 
 

@@ -36,8 +36,8 @@ def _append(root: Path, record: dict) -> None:
 class Invocation:
     """Context manager: logs the start, counts cells with ``ran()``, logs how it ended."""
 
-    def __init__(self, root: Path, jobs: int, threads: int):
-        self.root, self.cells_run = root, 0
+    def __init__(self, root: Path, jobs: int, threads: int, enabled: bool = True):
+        self.root, self.cells_run, self.enabled = root, 0, enabled  # disabled: a torchrun rank other than 0
         self.started = time.time()
         self.id = uuid.uuid4().hex[:16]
         self.start = {"id": self.id, "event": "start", "started": time.strftime("%Y-%m-%dT%H:%M:%S",
@@ -48,11 +48,14 @@ class Invocation:
         self.cells_run += n
 
     def __enter__(self) -> "Invocation":
-        _adopt_results_json(self.root)
-        _append(self.root, self.start)
+        if self.enabled:
+            _adopt_results_json(self.root)
+            _append(self.root, self.start)
         return self
 
     def __exit__(self, kind, exc, tb) -> None:
+        if not self.enabled:
+            return
         status = ("finished" if kind is None else "interrupted" if issubclass(kind, KeyboardInterrupt)
                   else f"failed: {exc}")
         _append(self.root, {"id": self.id, "event": "end", "status": status, "cells_run": self.cells_run,

@@ -18,6 +18,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
+from .. import parallel
 from ..config import StudyConfig, to_dict
 from ..errors import CkptkdError
 from ..info.analyze import analyze
@@ -52,8 +53,13 @@ def student_cells(cfg: StudyConfig, root: Path, mi_pick: list) -> list[Cell]:
 
 def _run_all(cells: list[Cell], cfg: StudyConfig, root: Path, device: str, jobs: int, bar,
              inv: Invocation) -> list[dict]:
-    """Run the unfinished cells (counted in ``inv``); return every cell's result."""
-    todo = [c for c in cells if not finished(c, cfg, root)]
+    """Run the unfinished cells (counted in ``inv``); return every cell's result.
+
+    Under torchrun every rank runs each cell together (data-parallel); rank 0 decides
+    which cells are finished, since it alone writes.
+    """
+    unfinished = set(parallel.main_only(lambda: [c.id for c in cells if not finished(c, cfg, root)]))
+    todo = [c for c in cells if c.id in unfinished]
     bar.update(len(cells) - len(todo))
     if jobs <= 1 or len(todo) <= 1:
         for c in todo:
@@ -70,7 +76,7 @@ def _run_all(cells: list[Cell], cfg: StudyConfig, root: Path, device: str, jobs:
                 f.result()
                 inv.ran()
                 bar.update()
-    return [finished(c, cfg, root) for c in cells]
+    return parallel.main_only(lambda: [finished(c, cfg, root) for c in cells])
 
 
 def _open_study(cfg: StudyConfig, root: Path) -> None:
@@ -109,12 +115,17 @@ def run_study(cfg: StudyConfig, root: str | Path, *, jobs: int = 1, device: str 
 
 
 def _run_study(cfg: StudyConfig, root: Path, jobs: int, device: str, progress: bool, threads: int) -> dict:
-    _open_study(cfg, root)
+    w = parallel.world()
+    if w.distributed and jobs > 1:
+        raise CkptkdError(f"--jobs {jobs} cannot be combined with torchrun: under torchrun the ranks share each "
+                          "cell; use --jobs 1, or run without torchrun")
+    parallel.main_first(lambda: _open_study(cfg, root), then=lambda: None)
     teachers = teacher_cells(cfg)
-    with Invocation(root, jobs, threads) as inv, tqdm(total=len(teachers), desc=f"study {cfg.name}", unit="cell",
-                                                       disable=not progress, dynamic_ncols=True) as bar:
+    with Invocation(root, jobs, threads, enabled=w.is_main) as inv, tqdm(
+            total=len(teachers), desc=f"study {cfg.name}", unit="cell", disable=not (progress and w.is_main),
+            dynamic_ncols=True) as bar:
         teacher_results = _run_all(teachers, cfg, root, device, jobs, bar, inv)
-        rows = analyses(cfg, root, device)
+        rows = parallel.main_only(lambda: analyses(cfg, root, device))
         trajectory = Run(root / "cells" / teachers[0].id).checkpoints()
         mi_pick = choose("mi", trajectory, k=cfg.ensemble_size, scores=[r["score"] for r in rows[cfg.info.estimator]],
                          min_spacing=2 * cfg.teacher.save_every)  # never two neighbours
@@ -122,14 +133,18 @@ def _run_study(cfg: StudyConfig, root: Path, jobs: int, device: str, progress: b
         bar.total = len(teachers) + len(students)
         bar.refresh()
         student_results = _run_all(students, cfg, root, device, jobs, bar, inv)
-    results = {"config": to_dict(cfg), "teachers": teacher_results, "students": student_results,
-               "invocations": invocations(root),
-               "compute_s": sum(r["wall_s"] for r in teacher_results + student_results),
-               "analysis": rows, "mi_ensemble": [c.epoch for c in mi_pick],
-               "trajectory": [{"epoch": c.epoch, **{k: c.meta.get(k) for k in ("train_acc", "test_acc")}}
-                              for c in trajectory]}
-    write_json(root / "results.json", results)
-    return results
+
+    def collect() -> dict:
+        results = {"config": to_dict(cfg), "teachers": teacher_results, "students": student_results,
+                   "invocations": invocations(root),
+                   "compute_s": sum(r["wall_s"] for r in teacher_results + student_results),
+                   "analysis": rows, "mi_ensemble": [c.epoch for c in mi_pick],
+                   "trajectory": [{"epoch": c.epoch, **{k: c.meta.get(k) for k in ("train_acc", "test_acc")}}
+                                  for c in trajectory]}
+        write_json(root / "results.json", results)
+        return results
+
+    return parallel.main_only(collect)
 
 
 def load_results(root: str | Path) -> dict:
