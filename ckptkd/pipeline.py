@@ -23,7 +23,7 @@ from .select import choose
 from .train import resolve_device, train
 from .trajectory import Checkpoint, Run, read_json, write_json
 from .trajectory.run import config_hash
-from .trajectory.io import write_error
+from .trajectory.io import make_folder, occupied
 
 
 @dataclass
@@ -53,9 +53,7 @@ def _train_stage(path: Path, config: dict, stage: StageConfig, data: Dataset, se
 def _open_out(out: Path, cfg: RunConfig, overwrite: bool, resume: bool) -> None:
     want = config_hash(to_dict(cfg))
     marker = out / "pipeline.json"
-    if out.exists() and not out.is_dir():
-        raise CkptkdError(f"output folder {str(out)!r} is a file; choose a folder for --out")
-    if out.exists() and any(out.iterdir()):
+    if occupied(out):
         if not marker.exists() and (out / "manifest.json").exists():
             raise CkptkdError(f"output folder {str(out)!r} holds a single training run (ckptkd train or distill), "
                               "not the output of ckptkd run; choose another --out")
@@ -70,10 +68,7 @@ def _open_out(out: Path, cfg: RunConfig, overwrite: bool, resume: bool) -> None:
                               "--overwrite to replace it, or choose another --out")
         if overwrite and not resume:
             shutil.rmtree(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:  # a read-only parent folder
-        raise write_error(Path(e.filename or out), e) from None
+    make_folder(out)
     write_json(marker, {"config": to_dict(cfg), "config_sha256": want, "status": "running"})
 
 

@@ -354,6 +354,12 @@ CASES: list[Case] = [
     Case("overwrite-foreign-folder", "`--overwrite` on a folder holding other files",
          _train("--overwrite", out="notes"),
          "refusing to --overwrite 'notes': it holds files that are not a ckptkd run", _text("notes/todo.txt", "x")),
+    Case("study-out-is-a-file", "a study folder that is a file", ["study", "study.yaml", "--out", "notes.txt"],
+         "output folder 'notes.txt' is a file; choose a folder for --out",
+         _all(_text("study.yaml", "name: tiny\ndata: {spec: digits}\n"), _text("notes.txt", "x"))),
+    Case("study-out-foreign", "a study folder holding other files", ["study", "study.yaml", "--out", "notes"],
+         "study folder 'notes' is not empty and holds no study; choose another --out",
+         _all(_text("study.yaml", "name: tiny\ndata: {spec: digits}\n"), _text("notes/todo.txt", "x"))),
     Case("run-into-train-run", "`ckptkd run` into the folder of a `ckptkd train` run", _run(out="run"),
          "output folder 'run' holds a single training run (ckptkd train or distill), not the output of ckptkd "
          "run; choose another --out"),

@@ -24,6 +24,7 @@ from ..errors import CkptkdError
 from ..info.analyze import analyze
 from ..select import choose, halfway, last
 from ..trajectory import Run, atomic_write, read_json, write_json
+from ..trajectory.io import make_folder, occupied
 from .cells import Cell, _data, finished, run_cell, run_cell_from_dicts
 from .invocations import Invocation, invocations
 
@@ -80,9 +81,9 @@ def _run_all(cells: list[Cell], cfg: StudyConfig, root: Path, device: str, jobs:
 
 
 def _open_study(cfg: StudyConfig, root: Path) -> None:
-    if root.exists() and any(root.iterdir()) and not (root / "study.yaml").exists():
+    if occupied(root) and not (root / "study.yaml").exists():
         raise CkptkdError(f"study folder {str(root)!r} is not empty and holds no study; choose another --out")
-    root.mkdir(parents=True, exist_ok=True)
+    make_folder(root)
     atomic_write(root / "study.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False).encode())
 
 

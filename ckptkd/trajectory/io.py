@@ -48,6 +48,23 @@ def atomic_write(path: str | Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+def occupied(path: str | Path) -> bool:
+    """Whether the output folder ``path`` already holds something. A file there is refused:
+    every command that writes a folder says so the same way."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise CkptkdError(f"output folder {str(path)!r} is a file; choose a folder for --out")
+    return path.exists() and any(path.iterdir())
+
+
+def make_folder(path: str | Path) -> None:
+    """``mkdir -p`` that fails with the one-line message of ``write_error``."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a read-only parent folder
+        raise write_error(Path(e.filename or path), e) from None
+
+
 def write_error(path: str | Path, e: OSError) -> CkptkdError:
     """The one-line message for an ``OSError`` while writing ``path``: a full disk, a read-only folder, ..."""
     path = Path(path)

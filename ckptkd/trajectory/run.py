@@ -26,7 +26,7 @@ import torch
 import yaml
 
 from ..errors import CkptkdError
-from .io import atomic_write, load_weights, read_json, save_weights, write_error, write_json
+from .io import atomic_write, load_weights, occupied, read_json, save_weights, write_error, write_json
 
 FORMAT = "ckptkd-run"
 STATE_NAME = "state.pt"  # resume state; loaded with weights_only=True
@@ -73,9 +73,7 @@ class Run:
         """
         path = Path(path)
         want = config_hash(config)
-        if path.exists() and not path.is_dir():
-            raise CkptkdError(f"output folder {str(path)!r} is a file; choose a folder for --out")
-        if path.exists() and any(path.iterdir()):
+        if occupied(path):
             is_run = (path / "manifest.json").exists()
             if resume and is_run:
                 run = cls(path)
