@@ -17,20 +17,13 @@ from pathlib import Path
 import torch
 
 from ..trajectory import read_json
-from ..trajectory.io import write_error
+from ..trajectory.io import append_jsonl
 
 LOG = "invocations.jsonl"
 
 
 def _append(root: Path, record: dict) -> None:
-    path = root / LOG
-    try:
-        with open(path, "a") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as e:
-        raise write_error(path, e) from None
+    append_jsonl(root / LOG, record)
 
 
 class Invocation:

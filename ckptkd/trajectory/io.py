@@ -48,6 +48,17 @@ def atomic_write(path: str | Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+def append_jsonl(path: str | Path, record: dict) -> None:
+    """Append ``record`` as one JSON line, flushed to disk (a kill loses at most that line)."""
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise write_error(path, e) from None
+
+
 def occupied(path: str | Path) -> bool:
     """Whether the output folder ``path`` already holds something. A file there is refused:
     every command that writes a folder says so the same way."""

@@ -26,7 +26,7 @@ import torch
 import yaml
 
 from ..errors import CkptkdError
-from .io import atomic_write, load_weights, occupied, read_json, save_weights, write_error, write_json
+from .io import append_jsonl, atomic_write, load_weights, occupied, read_json, save_weights, write_error, write_json
 
 FORMAT = "ckptkd-run"
 STATE_NAME = "state.pt"  # resume state; loaded with weights_only=True
@@ -142,14 +142,7 @@ class Run:
         atomic_write(self.path / "metrics.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept).encode())
 
     def log(self, record: dict) -> None:
-        path = self.path / "metrics.jsonl"
-        try:
-            with open(path, "a") as f:
-                f.write(json.dumps(record, sort_keys=True) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-        except OSError as e:
-            raise write_error(path, e) from None
+        append_jsonl(self.path / "metrics.jsonl", record)
         self._log_tensorboard(record)
 
     def _log_tensorboard(self, record: dict) -> None:
