@@ -59,13 +59,16 @@ def section(folder: Path) -> str:
     total = len(results["teachers"]) + len(results["students"])
     timed = [i for i in inv if i.get("elapsed_s") is not None]
     untimed = len(inv) - len(timed)
-    timing = (f"{len(inv)} invocation(s) ran {sum(i.get('cells_run') or 0 for i in inv)} cell runs for the {total} "
-              f"cells in {sum(i['elapsed_s'] for i in timed) / 60:.1f} min of wall time"
-              + (f", plus {untimed} killed invocation(s) whose time was not recorded" if untimed else "")
-              + (" (the other cells were run by earlier invocations, from before ckptkd logged them)"
-                 if sum(i.get("cells_run") or 0 for i in inv) < total else "")
-              + f" (the busiest: --jobs {last.get('jobs')} on {last.get('machine')}); sum of all cells' wall time "
-              f"{results.get('compute_s', 0) / 60:.1f} min.")
+    ran = sum(i.get("cells_run") or 0 for i in inv)
+    parts = [f"{total} cells; {len(inv)} logged invocation(s) ran {ran} cells in "
+             f"{sum(i['elapsed_s'] for i in timed) / 60:.1f} min of wall time"]
+    if untimed:
+        parts.append(f"{untimed} killed invocation(s) left no time")
+    if ran < total:
+        parts.append(f"the other {total - ran} cells were run before ckptkd logged invocations")
+    parts.append(f"the busiest invocation used --jobs {last.get('jobs')} on {last.get('machine')}")
+    parts.append(f"the cells' own wall times sum to {results.get('compute_s', 0) / 60:.1f} min")
+    timing = "; ".join(parts) + "."
     img = ROOT / "docs" / "img"
     img.mkdir(exist_ok=True)
     plots = []
