@@ -12,157 +12,15 @@ or opened offline. Every piece of text from the folder goes through ``html.escap
 """
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
-import math
-import re
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable, Iterable
 
-from .. import __version__
 from ..errors import CkptkdError
 from ..trajectory import atomic_write
-
-CSS = """
-:root { color-scheme: light; }
-body { margin: 0; background: #f4f5f7; color: #1d2330;
-       font: 15px/1.45 -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; }
-main { max-width: 1100px; margin: 0 auto; padding: 24px 28px 48px; background: #fff; }
-h1 { font-size: 26px; margin: 0 0 4px; }
-h2 { font-size: 19px; margin: 34px 0 10px; padding-bottom: 4px; border-bottom: 2px solid #e3e6ec; }
-h3 { font-size: 15px; margin: 20px 0 6px; }
-p.sub { color: #5b6475; margin: 0 0 8px; }
-dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: 2px 16px; margin: 12px 0; }
-dl.facts dt { color: #5b6475; } dl.facts dd { margin: 0; }
-table { border-collapse: collapse; margin: 8px 0 16px; font-size: 14px; }
-caption { text-align: left; font-weight: 600; padding: 4px 0; }
-th, td { border: 1px solid #d9dde5; padding: 4px 10px; text-align: right; white-space: nowrap; }
-th { background: #eef1f6; } td.text, th.text { text-align: left; }
-tr.mark td { background: #fff4d6; font-weight: 600; }
-figure { display: inline-block; margin: 8px 12px 8px 0; vertical-align: top; }
-figure img { display: block; max-width: 100%; border: 1px solid #e3e6ec; }
-figcaption { color: #5b6475; font-size: 13px; }
-.note { background: #eef5ff; border-left: 4px solid #5b8def; padding: 8px 12px; margin: 10px 0; }
-.warn { background: #fff4e5; border-left: 4px solid #f0a030; padding: 8px 12px; margin: 10px 0; }
-code, pre { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; font-size: 13px; }
-pre { background: #f6f8fa; border: 1px solid #e3e6ec; padding: 10px; overflow-x: auto; }
-.verdict-ok { color: #17803d; font-weight: 600; } .verdict-bad { color: #b42318; font-weight: 600; }
-footer { margin-top: 40px; color: #8a93a3; font-size: 12px; }
-"""
-
-# nothing may be fetched or run: images only from data: URIs, styles only inline
-CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
-
-
-# ---------------------------------------------------------------- tiny templating
-
-
-def esc(value) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def tag(name: str, body: str = "", **attrs) -> str:
-    """``<name attrs>body</name>``; ``body`` is trusted HTML, attribute values are escaped."""
-    attr = "".join(f' {k.rstrip("_").replace("_", "-")}="{esc(v)}"' for k, v in attrs.items() if v is not None)
-    return f"<{name}{attr}>{body}</{name}>"
-
-
-def para(text: str, cls: str | None = None) -> str:
-    return tag("p", esc(text), class_=cls)
-
-
-def command_note(text: str, command: str, cls: str = "note") -> str:
-    return tag("div", f"{esc(text)} {tag('code', esc(command))}", class_=cls)
-
-
-def facts(items: Iterable[tuple[str, object]]) -> str:
-    return tag("dl", "".join(tag("dt", esc(k)) + tag("dd", esc(v)) for k, v in items if v is not None),
-               class_="facts")
-
-
-Column = tuple[str, Callable[[dict], object]]
-
-
-def table(rows: list[dict], columns: list[Column], caption: str | None = None,
-          mark: Callable[[dict], bool] | None = None) -> str:
-    """A table; text columns (whose first shown value is not a number) are left-aligned."""
-    if not rows:
-        return para(f"{caption}: nothing to show." if caption else "nothing to show.", "sub")
-    values = [[get(r) for _, get in columns] for r in rows]
-    text = []
-    for i in range(len(columns)):
-        first = next((_show(vals[i]) for vals in values if _show(vals[i]) != "-"), "-")
-        text.append(not re.match(r"^[+\-−]?\d", first) and first != "-")
-    head = "".join(tag("th", esc(h), class_="text" if t else None) for (h, _), t in zip(columns, text))
-    body = []
-    for r, vals in zip(rows, values):
-        cells = "".join(tag("td", esc(_show(v)), class_="text" if t else None) for v, t in zip(vals, text))
-        body.append(tag("tr", cells, class_="mark" if mark and mark(r) else None))
-    return tag("table", (tag("caption", esc(caption)) if caption else "") + tag("thead", tag("tr", head))
-               + tag("tbody", "".join(body)))
-
-
-def _show(v) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
-
-
-def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _fixed(v, digits: int = 3) -> str | None:
-    return f"{v:.{digits}f}" if _number(v) else None
-
-
-def pct(v) -> str | None:
-    return f"{100 * v:.2f}" if _number(v) else None
-
-
-def _get(record: dict, key: str, scale: float = 1.0) -> float:
-    v = record.get(key)
-    return scale * v if _number(v) else math.nan
-
-
-def figure(fig, caption: str) -> str:
-    """A matplotlib figure as an embedded PNG (the figure is closed)."""
-    from .plots import plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
-    plt.close(fig)
-    return png(buf.getvalue(), caption)
-
-
-def png(data: bytes, caption: str) -> str:
-    src = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-    return tag("figure", f'<img src="{src}" alt="{esc(caption)}">' + tag("figcaption", esc(caption)))
-
-
-def section(title: str, *parts: str, id_: str | None = None) -> str:
-    return tag("section", tag("h2", esc(title)) + "".join(parts), id=id_)
-
-
-def page(title: str, subtitle: str, sections: list[str]) -> str:
-    stamp = time.strftime("%Y-%m-%d %H:%M")
-    return (
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-        f'<meta http-equiv="Content-Security-Policy" content="{CSP}">\n'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{esc(title)}</title>\n<style>{CSS}</style>\n</head>\n<body>\n<main>\n"
-        f"<header>{tag('h1', esc(title))}{para(subtitle, 'sub')}</header>\n"
-        + "\n".join(sections)
-        + f"\n<footer>written by ckptkd {esc(__version__)} on {esc(stamp)}; a self-contained file "
-          "(no scripts, nothing fetched)</footer>\n</main>\n</body>\n</html>\n"
-    )
-
+from .markup import (Column, command_note, esc, facts, figure, fixed, is_number, number_or_nan, page, para, pct, png,
+                     section, shown, table, tag)
 
 # ---------------------------------------------------------------- reading folders
 
@@ -196,14 +54,14 @@ def read_analysis(run_dir: Path) -> dict | None:
     doc = _json(run_dir / "analysis.json")
     if not isinstance(doc, dict) or not isinstance(doc.get("rows"), list) or not doc["rows"]:
         return None
-    ok = all(isinstance(r, dict) and isinstance(r.get("epoch"), int) and all(_number(r.get(k)) for k in
+    ok = all(isinstance(r, dict) and isinstance(r.get("epoch"), int) and all(is_number(r.get(k)) for k in
              ("ixf", "iyf", "score")) for r in doc["rows"])
     if not ok:
         return None
     if not isinstance(doc.get("settings"), dict):
         doc["settings"] = {}
     for r in doc["rows"]:
-        if not _number(r.get("teacher_acc")):
+        if not is_number(r.get("teacher_acc")):
             r["teacher_acc"] = None
     return doc
 
@@ -225,38 +83,32 @@ def kind_of(folder: Path) -> str:
 
 
 def curves_figure(metrics: list[dict], checkpoint_epochs: Iterable[int] = (), title: str = ""):
-    from .plots import plt
+    from .plots import integer_ticks, plt
 
     epochs = [m["epoch"] for m in metrics]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.6))
     for key, label, style in (("train_loss", "train", "-"), ("test_loss", "test", "--")):
         if any(key in m for m in metrics):
-            ax_loss.plot(epochs, [_get(m, key) for m in metrics], style, marker="o", ms=3, label=label)
+            ax_loss.plot(epochs, [number_or_nan(m, key) for m in metrics], style, marker="o", ms=3, label=label)
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("cross-entropy loss")
     ax_loss.set_title(f"{title} loss".strip())
     ax_loss.legend(fontsize=8)
     for key, label, style in (("train_acc", "train", "-"), ("test_acc", "test", "--")):
         if any(key in m for m in metrics):
-            ax_acc.plot(epochs, [_get(m, key, 100) for m in metrics], style, marker="o", ms=3, label=label)
-    saved = [m for m in metrics if m["epoch"] in set(checkpoint_epochs) and _number(m.get("test_acc"))]
+            ax_acc.plot(epochs, [number_or_nan(m, key, 100) for m in metrics], style, marker="o", ms=3, label=label)
+    saved = [m for m in metrics if m["epoch"] in set(checkpoint_epochs) and is_number(m.get("test_acc"))]
     if saved:
         ax_acc.scatter([m["epoch"] for m in saved], [100 * m["test_acc"] for m in saved], s=60, facecolors="none",
                        edgecolors="C3", zorder=3, label="checkpoint saved")
     ax_acc.set_xlabel("epoch")
     ax_acc.set_ylabel("accuracy [%]")
-    _integer_epochs(ax_loss)
-    _integer_epochs(ax_acc)
+    integer_ticks(ax_loss.xaxis)
+    integer_ticks(ax_acc.xaxis)
     ax_acc.set_title(f"{title} accuracy".strip())
     ax_acc.legend(fontsize=8)
     fig.tight_layout()
     return fig
-
-
-def _integer_epochs(ax) -> None:
-    from matplotlib.ticker import MaxNLocator
-
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def analysis_figures(rows: list[dict]) -> str:
@@ -267,8 +119,6 @@ def analysis_figures(rows: list[dict]) -> str:
                           (score_vs_epoch, "Algorithm 1 score and teacher test accuracy against epoch")):
         fig, ax = plt.subplots(figsize=(5.0, 3.8))
         draw(rows, ax)
-        if draw is score_vs_epoch:
-            _integer_epochs(ax)
         fig.tight_layout()
         out.append(figure(fig, caption))
     return "".join(out)
@@ -325,10 +175,10 @@ def _run_parts(run_dir: Path, label: str, analyze_cmd: str) -> list[str]:
     ckpt_rows = [{**m, **{k: by_epoch.get(m["epoch"], {}).get(k) for k in ("ixf", "iyf", "score")}}
                  for m in sidecars]
     columns: list[Column] = [("epoch", lambda r: r["epoch"]), ("train acc %", lambda r: pct(r.get("train_acc"))),
-                             ("test acc %", lambda r: pct(r.get("test_acc"))), ("test loss", lambda r: _fixed(r.get("test_loss"), 4))]
+                             ("test acc %", lambda r: pct(r.get("test_acc"))), ("test loss", lambda r: fixed(r.get("test_loss"), 4))]
     if analysis is not None:
-        columns += [("I(X;F)", lambda r: _fixed(r["ixf"])), ("I(Y;F)", lambda r: _fixed(r["iyf"])),
-                    ("score", lambda r: _fixed(r["score"]))]
+        columns += [("I(X;F)", lambda r: fixed(r["ixf"])), ("I(Y;F)", lambda r: fixed(r["iyf"])),
+                    ("score", lambda r: fixed(r["score"]))]
     info.append(table(ckpt_rows, columns, caption=f"checkpoints of {label}" + (" (chosen one marked)" if best else ""),
                       mark=(lambda r: r["epoch"] == best["epoch"]) if best else None))
     parts.append(section(f"{label}: checkpoints and information", *info))
@@ -395,14 +245,14 @@ def render_pipeline(folder: Path) -> str:
                 if (p / "manifest.json").exists()]
     students = [(n, m) for n, m in students if m]
     if students:
-        from .plots import plt
+        from .plots import integer_ticks, plt
 
         fig, ax = plt.subplots(figsize=(6.5, 4))
         for name, metrics in students:
-            ax.plot([m["epoch"] for m in metrics], [_get(m, "test_acc", 100) for m in metrics], "o-", ms=3,
+            ax.plot([m["epoch"] for m in metrics], [number_or_nan(m, "test_acc", 100) for m in metrics], "o-", ms=3,
                     label=name)
         ax.set_xlabel("epoch")
-        _integer_epochs(ax)
+        integer_ticks(ax.xaxis)
         ax.set_ylabel("student test accuracy [%]")
         ax.set_title("students")
         ax.legend(fontsize=8)
@@ -411,7 +261,7 @@ def render_pipeline(folder: Path) -> str:
                              table([{"student": n, **m[-1]} for n, m in students],
                                    [("student", lambda r: r["student"]), ("epochs", lambda r: r["epoch"]),
                                     ("test acc %", lambda r: pct(r.get("test_acc"))),
-                                    ("test loss", lambda r: _fixed(r.get("test_loss"), 4))],
+                                    ("test loss", lambda r: fixed(r.get("test_loss"), 4))],
                                    caption="last epoch")))
     parts.append(section("configuration (pipeline.json)", tag("pre", esc(json.dumps(cfg, indent=2)))))
     subtitle = f"ckptkd run: {teacher.get('model')} → {student.get('model')} on {(cfg.get('data') or {}).get('spec')}"
@@ -483,7 +333,7 @@ def _study_page(results: dict) -> str:
         f"{100 * v['seed_noise']:.2f} → {verdict(v['within_noise_of_best'], 'within', 'NOT within')} noise of the best; "
         f"vs the full teacher's student {100 * v['vs_full']:+.2f} → "
         f"{verdict(v['not_worse_than_full'], 'not worse', 'WORSE')}; Spearman ρ = "
-        f"{esc(_show(_fixed(v['spearman'], 2)))}."))
+        f"{esc(shown(fixed(v['spearman'], 2)))}."))
     parts = [section("verdicts", targets)]
     with tempfile.TemporaryDirectory() as tmp:  # the study's own plots, drawn once more, embedded
         paths = plot_study(results, Path(tmp))

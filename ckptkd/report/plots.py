@@ -23,15 +23,21 @@ def information_plane(rows: list[dict], ax, color_key: str = "epoch", label: str
     ax.set_ylabel("I(Y;F) [nats]")
     ax.set_title("information plane")
     bar = ax.figure.colorbar(pts, ax=ax, label=label)
-    if color_key == "epoch":  # whole epochs only, not 12.5
+    if color_key == "epoch":
         bar.locator = MaxNLocator(integer=True)
         bar.update_ticks()
+
+
+def integer_ticks(axis) -> None:
+    """Ticks at whole numbers only on ``axis`` (epochs: never 12.5)."""
+    axis.set_major_locator(MaxNLocator(integer=True))
 
 
 def score_vs_epoch(rows: list[dict], ax):
     epochs = [r["epoch"] for r in rows]
     ax.plot(epochs, [r["score"] for r in rows], "o-", label="Algorithm 1 score")
     ax.set_xlabel("epoch")
+    integer_ticks(ax.xaxis)
     ax.set_ylabel("score")
     best = max(rows, key=lambda r: r["score"])
     ax.axvline(best["epoch"], color="C0", ls=":", lw=1)

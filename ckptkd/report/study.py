@@ -218,7 +218,7 @@ def write_tables(results: dict, root: Path) -> list[Path]:
 
 def plot_study(results: dict, root: Path) -> list[Path]:
     """student_vs_epoch.png and information_plane.png (coloured by student accuracy)."""
-    from .plots import information_plane, plt
+    from .plots import information_plane, integer_ticks, plt
 
     rows = checkpoint_rows(results)
     g = groups(results)
@@ -228,6 +228,7 @@ def plot_study(results: dict, root: Path) -> list[Path]:
                 fmt="o-", capsize=3, label="student of checkpoint")
     ax.axhline(100 * g["nokd"]["mean"], color="0.5", ls="--", label="student without KD")
     ax.set_xlabel("teacher checkpoint epoch")
+    integer_ticks(ax.xaxis)
     ax.set_ylabel("student test accuracy [%]")
     twin = ax.twinx()
     twin.plot(ep, [100 * r["teacher_acc"] for r in rows], "s:", color="C1", label="teacher")
