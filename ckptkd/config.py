@@ -27,6 +27,7 @@ class DataConfig:
     image_size: Optional[int] = None  # imagefolder: resize to a square of this side
     augment: bool = True  # random shift (+ flip for natural images, + noise for signals)
     label_noise: float = 0.0  # share of training labels replaced by a random other class (seeded)
+    val_fraction: float = 0.1  # share of the training data held out for validation (stratified, seeded)
 
 
 @dataclass
@@ -74,11 +75,22 @@ class InfoConfig:
 
 
 @dataclass
+class ProxyConfig:
+    """Policy ``proxy``: a short distillation from each candidate, scored by its val accuracy."""
+
+    model: Optional[str] = None  # the proxy student (None: the real student's model)
+    epoch_fraction: float = 0.2  # of the student's epochs (at least one epoch)
+    data_fraction: float = 1.0  # of the training data (a class-stratified, seeded subset)
+    seed: int = 0  # the proxy student's initialisation and the data subset
+
+
+@dataclass
 class SelectConfig:
-    policy: str = "mi"  # mi | last | halfway | best-val | explicit, or a+b for an ensemble (halfway+last)
-    k: int = 1  # mi: checkpoints in the snapshot ensemble
-    min_spacing: int = 0  # mi with k > 1: minimum epochs between picked checkpoints
+    policy: str = "mi"  # a registered policy (`ckptkd policies`), or a+b for the union of their picks
+    k: int = 1  # checkpoints each policy picks (a snapshot ensemble when > 1)
+    min_spacing: int = 0  # with k > 1: minimum epochs between picked checkpoints
     checkpoints: list[int] = field(default_factory=list)  # policy explicit: epochs to use
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
 
 
 @dataclass
@@ -250,6 +262,7 @@ def validate(cfg, where: str = "") -> None:
         _check(0 < cfg.test_fraction < 1, f"data.test_fraction must be in (0, 1), got {cfg.test_fraction}")
         _check(cfg.image_size is None or cfg.image_size > 0, "data.image_size must be positive")
         _check(0 <= cfg.label_noise < 1, f"data.label_noise must be in [0, 1), got {cfg.label_noise}")
+        _check(0 <= cfg.val_fraction < 1, f"data.val_fraction must be in [0, 1), got {cfg.val_fraction}")
     elif isinstance(cfg, StageConfig):
         at = f"{where}." if where else ""  # teacher., student. or train.
         _check(cfg.epochs > 0, f"{at}epochs must be a positive integer, got {cfg.epochs}")
@@ -265,13 +278,19 @@ def validate(cfg, where: str = "") -> None:
         _check(0 <= cfg.alpha <= 1, f"kd.alpha must be in [0, 1], got {cfg.alpha}")
         _one_of("kd.combine", cfg.combine, ("logits", "probs"))
     elif isinstance(cfg, SelectConfig):
-        policies = ("mi", "last", "halfway", "best-val", "explicit")
+        from .select import POLICIES, parse_policy  # the registry: a new policy needs no edit here
+
         for part in cfg.policy.split("+"):
-            _check(part in policies, f"select.policy must be one of {', '.join(policies)} (or a+b), "
-                                     f"got {cfg.policy!r}{closest(part, policies)}")
-        _check("explicit" not in cfg.policy or cfg.checkpoints, "select.policy explicit needs select.checkpoints (a list of epochs)")
+            _check(part in POLICIES, f"select.policy must be one of {', '.join(POLICIES)} (or a+b), "
+                                     f"got {cfg.policy!r}{closest(part, POLICIES)}")
+        _check("explicit" not in cfg.policy.split("+") or cfg.checkpoints,
+               "select.policy explicit needs select.checkpoints (a list of epochs)")
+        parse_policy(cfg.policy, k=cfg.k, epochs=cfg.checkpoints)
         _check(cfg.k >= 1, f"select.k must be at least 1, got {cfg.k}")
         _check(cfg.min_spacing >= 0, f"select.min_spacing must be >= 0, got {cfg.min_spacing}")
+    elif isinstance(cfg, ProxyConfig):
+        _check(0 < cfg.epoch_fraction <= 1, f"select.proxy.epoch_fraction must be in (0, 1], got {cfg.epoch_fraction}")
+        _check(0 < cfg.data_fraction <= 1, f"select.proxy.data_fraction must be in (0, 1], got {cfg.data_fraction}")
     elif isinstance(cfg, InfoConfig):
         _one_of("info.estimator", cfg.estimator, ("kde", "renyi", "categorical", "binning"))
         _one_of("info.features", cfg.features, ("penultimate", "logits", "softmax"))
