@@ -142,8 +142,10 @@ class StudyConfig:
     info: InfoConfig = field(default_factory=InfoConfig)
     teacher_seeds: list[int] = field(default_factory=lambda: [0, 1])
     student_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    ensemble_size: int = 2
+    ensemble_size: int = 2  # independent teachers in the full ensemble; checkpoints in snapshot ensembles
     estimators: list[str] = field(default_factory=lambda: ["kde", "renyi", "categorical", "binning"])
+    policies: list[str] = field(default_factory=list)  # selection policies measured ([]: every registered one)
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)  # policy proxy's budget
     device: str = "auto"
 
 
@@ -312,6 +314,12 @@ def validate(cfg, where: str = "") -> None:
                f"got {cfg.ensemble_size}; add teacher seeds for a bigger full ensemble")
         for e in cfg.estimators:
             _one_of("study estimators", e, ("kde", "renyi", "categorical", "binning"))
+        from .select import POLICIES
+
+        for name in cfg.policies:
+            _check(name in POLICIES and not POLICIES[name].takes_epochs,
+                   f"study policies must be policies that score checkpoints ({', '.join(n for n, p in POLICIES.items() if not p.takes_epochs)}), "
+                   f"got {name!r}{closest(name, POLICIES)}")
         _check(cfg.teacher.save_every > 0, "study teacher.save_every must be positive: the study needs checkpoints")
         saves = cfg.teacher.epochs // cfg.teacher.save_every
         _check(saves >= 2 * cfg.ensemble_size - 1,

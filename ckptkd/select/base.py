@@ -23,6 +23,7 @@ class Policy:
     name: str = ""
     summary: str = ""  # one line, for ``ckptkd policies``
     needs: tuple[str, ...] = ()  # inputs built by the context: "val", "analysis", "proxy"
+    takes_epochs: bool = False  # True: the user names the epochs; the policy scores nothing
 
     def scores(self, ckpts: Sequence[Checkpoint], ctx: "SelectionContext") -> list[float]:
         raise NotImplementedError
