@@ -35,6 +35,10 @@ CACHE_NAME = "selection-cache.json"
 
 
 class SelectionContext:
+    """The data (train and val; never test), the device, the cache ``folder``, the analysis
+    settings ``info``, the ``student``/``kd`` and ``proxy`` settings of policy ``proxy``
+    (whose student is initialised with ``seed + proxy.seed``)."""
+
     def __init__(self, data: Dataset, *, device="cpu", folder: str | Path | None = None,
                  info: InfoConfig = InfoConfig(), student: StageConfig | None = None, kd: KDConfig | None = None,
                  proxy: ProxyConfig = ProxyConfig(), progress: bool = False, seed: int = 0):
@@ -91,7 +95,7 @@ class SelectionContext:
         stage = proxy_stage(self.student, self.proxy_cfg)
         kd = self.kd or KDConfig()
         settings = {"stage": dataclasses.asdict(stage), "kd": dataclasses.asdict(kd),
-                    "proxy": dataclasses.asdict(self.proxy_cfg)}
+                    "proxy": dataclasses.asdict(self.proxy_cfg), "seed": self.seed}
 
         def compute() -> dict:
             from ..distill import Teacher, distill
@@ -99,7 +103,7 @@ class SelectionContext:
             data = proxy_data(self.data, self.proxy_cfg)
             teacher = Teacher.from_checkpoints([ckpt], data.num_classes, data.in_shape, kd.combine)
             cache_dir = self.folder / "teacher-cache" if self.folder is not None else None
-            _, rec = distill(data, stage, teacher, kd, seed=self.proxy_cfg.seed, device=self.device, run=None,
+            _, rec = distill(data, stage, teacher, kd, seed=self.seed + self.proxy_cfg.seed, device=self.device, run=None,
                              progress=False, cache_dir=cache_dir)
             return {"val_acc": rec["val_acc"], "val_loss": rec["val_loss"], "model": stage.model,
                     "epochs": stage.epochs, "n_train": len(data.y_train)}
