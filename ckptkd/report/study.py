@@ -157,7 +157,7 @@ def table_selection(results: dict) -> list[dict]:
                     "student_std": r["student_std"], "regret": regret, "regret_noise": regret / nz if nz else None,
                     "delta_vs_last": delta, "gap_recovered": delta / gap if gap > 2 * nz else None,
                     "spearman": spearman(p["scores"], students), "cost": p["cost_s"] / full_s,
-                    "ensemble": p["ensemble"], "ensemble_mean": ens.get("mean"), "ensemble_std": ens.get("std")})
+                    "k2_pick": p["ensemble"], "k2_mean": ens.get("mean"), "k2_std": ens.get("std")})
     return out
 
 
@@ -211,8 +211,8 @@ def _md(rows: list[dict], columns: list[tuple[str, str]]) -> str:
 def _cell(r: dict, key: str) -> str:
     if key == "student":
         return fmt(r["student_mean"], r["student_std"])
-    if key == "ensemble_student":
-        return "-" if r.get("ensemble_mean") is None else fmt(r["ensemble_mean"], r["ensemble_std"])
+    if key == "k2_student":
+        return "-" if r.get("k2_mean") is None else fmt(r["k2_mean"], r["k2_std"])
     v = r.get(key)
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
@@ -220,7 +220,7 @@ def _cell(r: dict, key: str) -> str:
         return f"{100 * v:.2f}" if key != "gap_recovered" else f"{100 * v:.0f}%"
     if key in ("delta_vs_full", "regret", "delta_vs_last"):
         return f"{100 * v:+.2f}"
-    if key in ("epochs", "ensemble"):
+    if key in ("epochs", "k2_pick"):
         return "+".join(map(str, v))
     if key in ("cost", "regret_noise"):
         return f"{v:.2f}"
@@ -232,7 +232,7 @@ def _cell(r: dict, key: str) -> str:
 SELECTION_COLUMNS = [("policy", "policy"), ("pick", "epoch"), ("student acc", "student"), ("regret", "regret"),
                      ("regret / noise", "regret_noise"), ("Δ vs last", "delta_vs_last"),
                      ("gap recovered", "gap_recovered"), ("Spearman ρ", "spearman"), ("cost", "cost"),
-                     ("k=2 pick", "ensemble"), ("k=2 student", "ensemble_student")]
+                     ("k-pick (k = ensemble_size)", "k2_pick"), ("its student", "k2_student")]
 
 
 def describe(cfg: dict) -> str:
@@ -275,7 +275,8 @@ def render_markdown(results: dict) -> str:
                                        ("teacher val acc", "teacher_val_acc"), ("teacher test acc", "teacher_acc"),
                                        ("I(X;F)", "ixf"), ("I(Y;F)", "iyf"), ("score", "score"),
                                        ("student acc", "student")]),
-        "", verdict_line(verdicts(results)), "", verdict_line(verdicts(results, "mi")),
+        "", verdict_line(verdicts(results)),
+        *(["", verdict_line(verdicts(results, "mi"))] if verdicts(results)["policy"] != "mi" else []),
     ]
     return "\n".join(parts) + "\n"
 
