@@ -145,6 +145,9 @@ class StudyConfig:
     ensemble_size: int = 2  # independent teachers in the full ensemble; checkpoints in snapshot ensembles
     estimators: list[str] = field(default_factory=lambda: ["kde", "renyi", "categorical", "binning"])
     policies: list[str] = field(default_factory=list)  # selection policies measured ([]: every registered one)
+    # policies whose snapshot ensemble (k = ensemble_size) gets students of its own; the other
+    # policies' ensemble picks are reported, with a student where one of these cells has it
+    snapshot_policies: list[str] = field(default_factory=lambda: ["mi", "best-val", "val-nll"])
     proxy: ProxyConfig = field(default_factory=ProxyConfig)  # policy proxy's budget
     device: str = "auto"
 
@@ -316,7 +319,7 @@ def validate(cfg, where: str = "") -> None:
             _one_of("study estimators", e, ("kde", "renyi", "categorical", "binning"))
         from .select import POLICIES
 
-        for name in cfg.policies:
+        for name in cfg.policies + cfg.snapshot_policies:
             _check(name in POLICIES and not POLICIES[name].takes_epochs,
                    f"study policies must be policies that score checkpoints ({', '.join(n for n, p in POLICIES.items() if not p.takes_epochs)}), "
                    f"got {name!r}{closest(name, POLICIES)}")

@@ -66,8 +66,8 @@ def selection(cfg: StudyConfig, root: Path, trajectory: list, device: str) -> di
 def student_cells(cfg: StudyConfig, root: Path, picks: dict[str, dict]) -> list[Cell]:
     """Every student of the grid; needs the finished teachers and the policies' ``picks``.
 
-    Groups: no KD; every checkpoint; the full ensemble of independent runs; every distinct
-    snapshot ensemble some policy picks (and the paper's halfway + last); and two
+    Groups: no KD; every checkpoint; the full ensemble of independent runs; the snapshot
+    ensembles of ``snapshot_policies`` (and the paper's halfway + last); and two
     trajectory-average teachers, the mean probabilities of all checkpoints and of the
     later half (Filter-KD's time-averaged predictions, taken over saved checkpoints).
     """
@@ -79,7 +79,7 @@ def student_cells(cfg: StudyConfig, root: Path, picks: dict[str, dict]) -> list[
     groups: list[tuple[str, str, list, str]] = [("nokd", "nokd", [], "")]
     groups += [(f"ckpt-{c.epoch:04d}", "ckpt", [c], "") for c in trajectory]
     groups.append(("ens-full", "ens-full", [r.checkpoints()[-1] for r in runs[: cfg.ensemble_size]], ""))
-    snapshots = {tuple(p["ensemble"]) for p in picks.values() if "ensemble" in p}
+    snapshots = {tuple(p["ensemble"]) for name, p in picks.items() if "ensemble" in p and name in cfg.snapshot_policies}
     snapshots.add((halfway(trajectory).epoch, last(trajectory).epoch))
     for epochs in sorted(snapshots):
         groups.append(("snap-" + "-".join(f"{e:04d}" for e in epochs), "snapshot", [by_epoch[e] for e in epochs], ""))
