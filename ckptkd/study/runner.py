@@ -140,7 +140,7 @@ def _run_study(cfg: StudyConfig, root: Path, jobs: int, device: str, progress: b
                    "invocations": invocations(root),
                    "compute_s": sum(r["wall_s"] for r in teacher_results + student_results),
                    "analysis": rows, "mi_ensemble": [c.epoch for c in mi_pick],
-                   "trajectory": [{"epoch": c.epoch, **{k: c.meta.get(k) for k in ("train_acc", "test_acc")}}
+                   "trajectory": [{"epoch": c.epoch, **{k: c.meta.get(k) for k in ("train_acc", "val_acc", "test_acc")}}
                                   for c in trajectory]}
         write_json(root / "results.json", results)
         return results
