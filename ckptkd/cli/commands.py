@@ -157,7 +157,7 @@ def analyze(args, overrides):
 
 
 def format_analysis(rows: list[dict], cfg: InfoConfig) -> str:
-    head = f"{'epoch':>6} {'I(X;F)':>8} {'I(Y;F)':>8} {'~I(X;F)':>8} {'~I(Y;F)':>8} {'score':>7} {'acc':>7}"
+    head = f"{'epoch':>6} {'I(X;F)':>8} {'I(Y;F)':>8} {'~I(X;F)':>8} {'~I(Y;F)':>8} {'score':>7} {'val acc':>7}"
     lines = [f"estimator {cfg.estimator} on {cfg.features}, nats; ~ = {cfg.scaling} scaled", head, "-" * len(head)]
     best = max(range(len(rows)), key=lambda i: rows[i]["score"])
     for i, r in enumerate(rows):

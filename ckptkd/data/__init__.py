@@ -86,9 +86,12 @@ def load_dataset(cfg: DataConfig | str) -> Dataset:
         x, xt = x[:, None, :], xt[:, None, :]
     _check_arrays(cfg.spec, x, y, xt, yt)
     num_classes = int(max(y.max(), yt.max())) + 1
-    if cfg.label_noise:  # before the split: validation labels are as noisy as a user's own would be
+    # the split is drawn from the labels as read, so every label_noise holds out the same samples;
+    # the noise then flips training and validation labels alike, as in a user's own noisy data
+    val = validation_mask(cfg.spec, y, cfg.val_fraction, cfg.seed)
+    if cfg.label_noise:
         y = flip_labels(y, num_classes, cfg.label_noise, cfg.seed)
-    x, y, xv, yv = split_validation(cfg.spec, x, y, cfg.val_fraction, cfg.seed)
+    x, y, xv, yv = x[~val], y[~val], x[val], y[val]
     if x.dtype == np.uint8:  # images: scale, then standardise per channel with training stats
         x, xv, xt = (a.astype(np.float32) / 255.0 for a in (x, xv, xt))
         axes = (0,) + tuple(range(2, x.ndim))
@@ -115,17 +118,18 @@ def load_dataset(cfg: DataConfig | str) -> Dataset:
     )
 
 
-def split_validation(spec: str, x: np.ndarray, y: np.ndarray, fraction: float, seed: int):
-    """(x_train, y_train, x_val, y_val): ``fraction`` of the samples held out, class-stratified.
+def validation_mask(spec: str, y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """True for the ``fraction`` of the training samples held out for validation, class-stratified.
 
     Every class gives ``fraction`` of its samples (rounded, the remainder going to the largest
-    classes), drawn with a generator seeded by ``seed``, so the split depends on the data and
-    the seed alone. Both parts keep the original sample order.
+    classes), drawn with a generator seeded by ``seed``, so the split depends on the labels and
+    the seed alone. Indexing with the mask keeps the original sample order in both parts.
     """
     n = len(y)
     size = int(round(fraction * n))
+    val = np.zeros(n, dtype=bool)
     if size == 0:
-        return x, y, x[:0], y[:0]
+        return val
     if size >= n:
         raise CkptkdError(f"dataset {spec!r}: data.val_fraction {fraction} leaves no training samples out of {n}; "
                           "lower it")
@@ -135,9 +139,8 @@ def split_validation(spec: str, x: np.ndarray, y: np.ndarray, fraction: float, s
     for i in np.argsort(-counts, kind="stable")[: size - int(quota.sum())]:
         quota[i] += 1
     held = np.concatenate([rng.permutation(np.flatnonzero(y == c))[:q] for c, q in zip(classes, quota)])
-    val = np.zeros(n, dtype=bool)
     val[held] = True
-    return x[~val], y[~val], x[val], y[val]
+    return val
 
 
 def flip_labels(y: np.ndarray, num_classes: int, share: float, seed: int) -> np.ndarray:

@@ -87,19 +87,23 @@ def curves_figure(metrics: list[dict], checkpoint_epochs: Iterable[int] = (), ti
 
     epochs = [m["epoch"] for m in metrics]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for key, label, style in (("train_loss", "train", "-"), ("test_loss", "test", "--")):
+    # val every epoch; test once, at the end of training (a single marker)
+    curves = (("train", "-", "o", 3), ("val", "--", "o", 3), ("test", "none", "*", 10))
+    for key, label, style, marker, ms in ((f"{s}_loss", s, ls, mk, ms) for s, ls, mk, ms in curves):
         if any(key in m for m in metrics):
-            ax_loss.plot(epochs, [number_or_nan(m, key) for m in metrics], style, marker="o", ms=3, label=label)
+            ax_loss.plot(epochs, [number_or_nan(m, key) for m in metrics], ls=style, marker=marker, ms=ms, label=label)
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("cross-entropy loss")
     ax_loss.set_title(f"{title} loss".strip())
     ax_loss.legend(fontsize=8)
-    for key, label, style in (("train_acc", "train", "-"), ("test_acc", "test", "--")):
+    for key, label, style, marker, ms in ((f"{s}_acc", s, ls, mk, ms) for s, ls, mk, ms in curves):
         if any(key in m for m in metrics):
-            ax_acc.plot(epochs, [number_or_nan(m, key, 100) for m in metrics], style, marker="o", ms=3, label=label)
-    saved = [m for m in metrics if m["epoch"] in set(checkpoint_epochs) and is_number(m.get("test_acc"))]
+            ax_acc.plot(epochs, [number_or_nan(m, key, 100) for m in metrics], ls=style, marker=marker, ms=ms,
+                        label=label)
+    held_out = "val_acc" if any(is_number(m.get("val_acc")) for m in metrics) else "test_acc"  # older runs: test
+    saved = [m for m in metrics if m["epoch"] in set(checkpoint_epochs) and is_number(m.get(held_out))]
     if saved:
-        ax_acc.scatter([m["epoch"] for m in saved], [100 * m["test_acc"] for m in saved], s=60, facecolors="none",
+        ax_acc.scatter([m["epoch"] for m in saved], [100 * m[held_out] for m in saved], s=60, facecolors="none",
                        edgecolors="C3", zorder=3, label="checkpoint saved")
     ax_acc.set_xlabel("epoch")
     ax_acc.set_ylabel("accuracy [%]")
@@ -116,7 +120,7 @@ def analysis_figures(rows: list[dict]) -> str:
 
     out = []
     for draw, caption in ((information_plane, "information plane: I(X;F) against I(Y;F), by epoch"),
-                          (score_vs_epoch, "Algorithm 1 score and teacher test accuracy against epoch")):
+                          (score_vs_epoch, "Algorithm 1 score and teacher validation accuracy against epoch")):
         fig, ax = plt.subplots(figsize=(5.0, 3.8))
         draw(rows, ax)
         fig.tight_layout()
@@ -175,7 +179,8 @@ def _run_parts(run_dir: Path, label: str, analyze_cmd: str) -> list[str]:
     ckpt_rows = [{**m, **{k: by_epoch.get(m["epoch"], {}).get(k) for k in ("ixf", "iyf", "score")}}
                  for m in sidecars]
     columns: list[Column] = [("epoch", lambda r: r["epoch"]), ("train acc %", lambda r: pct(r.get("train_acc"))),
-                             ("test acc %", lambda r: pct(r.get("test_acc"))), ("test loss", lambda r: fixed(r.get("test_loss"), 4))]
+                             ("val acc %", lambda r: pct(r.get("val_acc"))), ("val loss", lambda r: fixed(r.get("val_loss"), 4)),
+                             ("test acc %", lambda r: pct(r.get("test_acc")))]
     if analysis is not None:
         columns += [("I(X;F)", lambda r: fixed(r["ixf"])), ("I(Y;F)", lambda r: fixed(r["iyf"])),
                     ("score", lambda r: fixed(r["score"]))]
@@ -249,17 +254,22 @@ def render_pipeline(folder: Path) -> str:
 
         fig, ax = plt.subplots(figsize=(6.5, 4))
         for name, metrics in students:
-            ax.plot([m["epoch"] for m in metrics], [number_or_nan(m, "test_acc", 100) for m in metrics], "o-", ms=3,
-                    label=name)
+            key = "val_acc" if any(is_number(m.get("val_acc")) for m in metrics) else "test_acc"  # older runs: test
+            line, = ax.plot([m["epoch"] for m in metrics], [number_or_nan(m, key, 100) for m in metrics], "o-", ms=3,
+                            label=f"{name} ({key.split('_')[0]})")
+            if key == "val_acc" and is_number(metrics[-1].get("test_acc")):
+                ax.plot([metrics[-1]["epoch"]], [100 * metrics[-1]["test_acc"]], "*", ms=10, color=line.get_color())
         ax.set_xlabel("epoch")
         integer_ticks(ax.xaxis)
-        ax.set_ylabel("student test accuracy [%]")
+        ax.set_ylabel("student accuracy [%] (star: test, at the end)")
         ax.set_title("students")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        parts.append(section("students", figure(fig, "test accuracy of each student against epoch"),
+        parts.append(section("students", figure(fig, "validation accuracy of each student against epoch, and its "
+                                                          "test accuracy at the end (star)"),
                              table([{"student": n, **m[-1]} for n, m in students],
                                    [("student", lambda r: r["student"]), ("epochs", lambda r: r["epoch"]),
+                                    ("val acc %", lambda r: pct(r.get("val_acc"))),
                                     ("test acc %", lambda r: pct(r.get("test_acc"))),
                                     ("test loss", lambda r: fixed(r.get("test_loss"), 4))],
                                    caption="last epoch")))

@@ -73,8 +73,10 @@ def checkpoint_rows(results: dict) -> list[dict]:
     rows = []
     for t in results["trajectory"]:
         s = g[f"ckpt-{t['epoch']:04d}"]
+        # fit records test accuracy at the end of training only: the students' cells evaluated the rest
+        test_acc = t["test_acc"] if t.get("test_acc") is not None else s["teacher_acc"]
         rows.append({"epoch": t["epoch"], "teacher_train_acc": t["train_acc"], "teacher_val_acc": t.get("val_acc"),
-                     "teacher_acc": t["test_acc"],
+                     "teacher_acc": test_acc,
                      "ixf": info[t["epoch"]]["ixf"], "iyf": info[t["epoch"]]["iyf"],
                      "score": info[t["epoch"]]["score"], "student_mean": s["mean"], "student_std": s["std"]})
     return rows

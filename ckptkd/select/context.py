@@ -89,7 +89,8 @@ class SelectionContext:
         from .. import parallel
 
         if self.student is None:
-            raise CkptkdError("policy proxy needs the student's training settings (SelectionContext(student=...))")
+            raise CkptkdError("policy proxy needs the student's training settings: a student section in --config, "
+                              "or --student-model (SelectionContext(student=...) in Python)")
         if parallel.world().distributed:
             raise CkptkdError("policy proxy does not run under torchrun; run the selection in one process")
         stage = proxy_stage(self.student, self.proxy_cfg)
