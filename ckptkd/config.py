@@ -86,7 +86,9 @@ class ProxyConfig:
 
 @dataclass
 class SelectConfig:
-    policy: str = "mi"  # a registered policy (`ckptkd policies`), or a+b for the union of their picks
+    # the default reads held-out data only and is chosen for its worst case (docs/selection.md);
+    # any registered policy (`ckptkd policies`), or a+b for the union of their picks
+    policy: str = "val-nll"
     k: int = 1  # checkpoints each policy picks (a snapshot ensemble when > 1)
     min_spacing: int = 0  # with k > 1: minimum epochs between picked checkpoints
     checkpoints: list[int] = field(default_factory=list)  # policy explicit: epochs to use

@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from .. import __version__
+from ..config import SelectConfig
 from ..errors import CkptkdError
 
 
@@ -62,7 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config_file", nargs="?", help="YAML config (default: the built-in MNIST-1D job)")
     _common_flags(p)
     _out_flags(p, default="runs/default")
-    p.add_argument("--policy", dest="select.policy", help="mi (default), or any of `ckptkd policies`, or a+b")
+    p.add_argument("--policy", dest="select.policy", help=f"{SelectConfig().policy} (default), mi (Algorithm 1), or any "
+                   "of `ckptkd policies`, or a+b")
     p.add_argument("-k", type=int, dest="select.k", help="checkpoints each policy picks (a snapshot ensemble)")
     p.add_argument("--checkpoints", type=int, nargs="+", dest="select.checkpoints", metavar="EPOCH",
                    help="policy explicit: the epochs to use")
@@ -113,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "select":
             p.add_argument("-k", type=int, default=1, help="checkpoints in a snapshot ensemble")
             p.add_argument("--min-spacing", type=int, default=0, help="minimum epochs between picks")
-            p.add_argument("--policy", default="mi", help="mi (default), or any of `ckptkd policies`, or a+b")
+            p.add_argument("--policy", default=SelectConfig().policy, help=f"{SelectConfig().policy} (default), mi "
+                           "(Algorithm 1), or any of `ckptkd policies`, or a+b")
             p.add_argument("--checkpoints", type=int, nargs="+", metavar="EPOCH", help="policy explicit: the epochs")
             p.add_argument("--student-model", dest="student.model", help="policy proxy: the student's architecture")
             p.add_argument("--student-epochs", type=int, dest="student.epochs", help="policy proxy: the student's epochs")

@@ -233,12 +233,14 @@ def _selection_context(args, overrides):
 
 
 def policies(args, overrides):
+    from ..config import SelectConfig
     from ..select import POLICIES
 
     width = max(len(n) for n in POLICIES)
     for name, p in POLICIES.items():
         needs = f"  [needs {', '.join(p.needs)}]" if p.needs else ""
-        print(f"{name:<{width}}  {p.summary}{needs}")
+        default = "  (default)" if name == SelectConfig().policy else ""
+        print(f"{name:<{width}}  {p.summary}{needs}{default}")
 
 
 def study(args, overrides):

@@ -348,7 +348,8 @@ def _study_page(results: dict) -> str:
         return tag("p", tag("span", esc(verdict_line(v)), class_="verdict-ok" if ok else "verdict-bad"))
 
     default = SelectConfig().policy
-    parts = [section("verdicts", verdict(verdicts(results)) + ("" if default == "mi" else verdict(verdicts(results, "mi"))))]
+    mi = "" if default == "mi" else verdict(verdicts(results, "mi"))  # Algorithm 1 is always reported
+    parts = [section("verdicts", verdict(verdicts(results)) + mi)]
     with tempfile.TemporaryDirectory() as tmp:  # the study's own plots, drawn once more, embedded
         paths = plot_study(results, Path(tmp))
         plots = "".join(png(p.read_bytes(), caption) for p, caption in zip(paths, [
