@@ -65,7 +65,6 @@ from pathlib import Path
 
 # cuBLAS reads this when it creates its first handle: deterministic matmuls (check ``cache``) need it
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-os.environ.setdefault("CKPTKD_TENSORBOARD", "0")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
