@@ -506,11 +506,10 @@ def check_cache(ctx: Context, fig: dict) -> tuple[bool, str]:
     fig["vs_no_cache_identical"], fig["vs_no_cache_max_weight_diff"] = same_weights(a, b)
     fig["test_acc"] = {"cache": rec_a["test_acc"], "no_cache": rec_b["test_acc"], "cache_rerun": rec_c["test_acc"]}
     t = fig["targets"]
+    close = t["max_abs_diff"] <= TARGET_TOL["max"] and t["mean_abs_diff"] <= TARGET_TOL["mean"]
+    rule = f"targets within max {TARGET_TOL['max']}, mean {TARGET_TOL['mean']} of the loop's"
     if dev.type == "cpu":  # both teachers compute in float32 here: the students must be identical
-        close, rule = fig["vs_no_cache_identical"], "identical to the no-cache student"
-    else:
-        close = t["max_abs_diff"] <= TARGET_TOL["max"] and t["mean_abs_diff"] <= TARGET_TOL["mean"]
-        rule = f"targets within max {TARGET_TOL['max']}, mean {TARGET_TOL['mean']} of the loop's bf16 teacher"
+        close, rule = close and fig["vs_no_cache_identical"], rule + "; identical to the no-cache student"
     fig["rule"] = rule
     ok = fig["rerun_identical"] and close and t["batches_missing_from_cache"] == 0
     return ok, (f"built in {fig['build_s']:.1f} s; cached targets vs loop max {t['max_abs_diff']:.1e}, mean "
