@@ -259,8 +259,14 @@ class Context:
         return self.deadline - time.monotonic()
 
     def memo(self, key, make):
+        """``make()`` once; a failure is kept too, so the checks that share it fail alike, at once."""
         if key not in self._memo:
-            self._memo[key] = make()
+            try:
+                self._memo[key] = make()
+            except Exception as e:  # noqa: BLE001 - re-raised to every caller
+                self._memo[key] = e
+        if isinstance(self._memo[key], Exception):
+            raise self._memo[key]
         return self._memo[key]
 
     def spec(self, name: str) -> str:
@@ -307,8 +313,11 @@ class Context:
         limit = max(30.0, min(600.0, self.remaining() + 30))
         proc = subprocess.run(cmd, env=self.env(), capture_output=True, text=True, timeout=limit, cwd=self.work)
         if proc.returncode != 0:
-            tail = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()[-1]
-            raise RuntimeError(f"{' '.join(cmd[1:4])} ... exited {proc.returncode}: {tail}")
+            lines = (proc.stderr.strip() or proc.stdout.strip() or "no output").splitlines()
+            # torchrun ends with its own summary: name the child's exception, and keep the tail
+            errors = [line for line in lines if "Error" in line or "error:" in line]
+            tail = "\n".join(lines[-25:])
+            raise RuntimeError(f"{' '.join(cmd[1:4])} ... exited {proc.returncode}: {(errors or lines)[-1].strip()}\n{tail}")
         return proc
 
 
@@ -759,7 +768,7 @@ def run_check(name: str, fn, ctx: Context, report: Report) -> dict:
     except Exception as e:  # noqa: BLE001 - every failure is a result to record, and the next check runs
         entry["error"] = first_line(e)
         entry["summary"] = entry["error"]
-        entry["traceback"] = traceback.format_exc().splitlines()[-12:]
+        entry["traceback"] = traceback.format_exc().splitlines()[-40:]
     entry["seconds"] = round(time.perf_counter() - t0, 1)
     report.save()
     print_line(name, entry)
@@ -781,7 +790,8 @@ def parse_args(argv):
                    help="sizes: full (a GPU), tiny (a CPU dry run); auto: full on CUDA, tiny otherwise")
     p.add_argument("--out", default=".", help="folder for gpu_check.json (default: the current folder)")
     p.add_argument("--json", help="the JSON file (default OUT/gpu_check.json); with --write-docs, the one to read")
-    p.add_argument("--work", help="work folder for data and runs (default: a temporary folder, removed)")
+    p.add_argument("--work", help="keep the data and runs in a new folder inside WORK "
+                                  "(default: a temporary folder, removed)")
     p.add_argument("--time-limit", type=float, default=450.0,
                    help="seconds: no check starts after it, check 4 only with time left (default 450)")
     p.add_argument("--only", help=f"comma-separated checks to run, of {','.join(CHECKS)}")
@@ -810,7 +820,8 @@ def main(argv=None) -> int:
     device = torch.device("cpu" if no_cuda else args.device)
     profile = PROFILES[args.profile if args.profile != "auto" else ("full" if device.type == "cuda" else "tiny")]
     head = {"format": FORMAT, "version": 1, "command": " ".join(["scripts/gpu_check.py", *(argv or sys.argv[1:])]),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": device.type, "dry_run": device.type == "cpu" and not no_cuda,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "device": device.type,
+            "dry_run": device.type == "cpu" and not no_cuda,
             "profile": asdict(profile), "time_limit_s": args.time_limit, "environment": environment(device),
             "no_cuda": None}
     report = Report(json_path, head)
@@ -821,8 +832,11 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     try:
         with tempfile.TemporaryDirectory(prefix="gpu_check.") as tmp:
-            work = Path(args.work) if args.work else Path(tmp)
-            work.mkdir(parents=True, exist_ok=True)
+            work = Path(tmp)
+            if args.work:  # kept: a fresh folder in it for every run, so runs never collide
+                Path(args.work).mkdir(parents=True, exist_ok=True)
+                work = Path(tempfile.mkdtemp(prefix="gpu_check.", dir=args.work))
+            report.data["work"] = str(work.resolve()) if args.work else None
             ctx = Context(args, device, profile, work.resolve())
             if no_cuda:
                 entry = run_check("cpu_vs_cuda", check_cpu_half_only, ctx, report)
@@ -886,6 +900,12 @@ def _get(checks: dict, name: str, *path):
     return node
 
 
+def _agreement(kind: str):
+    def fmt(c):
+        return f"{pct(_get(c, 'cpu_vs_cuda', kind, 'argmax_agreement'))}, {_get(c, 'cpu_vs_cuda', kind, 'max_abs_diff'):.1e}"
+    return fmt
+
+
 def _ens(k: int, what: str):
     def fmt(c):
         e = _get(c, "throughput", "ensembles", k)
@@ -900,12 +920,11 @@ def _ens(k: int, what: str):
 # (check, row, value from the checks of gpu_check.json): the table's rows, filled or empty
 DOC_ROWS = [
     ("cpu_vs_cuda", "resnet8 logits, CPU vs CUDA fp32 (TF32 off): argmax agreement, max abs diff",
-     lambda c: f"{pct(_get(c, 'cpu_vs_cuda', 'fp32', 'argmax_agreement'))}, {_get(c, 'cpu_vs_cuda', 'fp32', 'max_abs_diff'):.1e}"),
+     _agreement("fp32")),
     ("cpu_vs_cuda", "CPU vs CUDA defaults (TF32 convolutions, as `ckptkd eval`)",
-     lambda c: f"{pct(_get(c, 'cpu_vs_cuda', 'cuda_defaults', 'argmax_agreement'))}, "
-               f"{_get(c, 'cpu_vs_cuda', 'cuda_defaults', 'max_abs_diff'):.1e}"),
+     _agreement("cuda_defaults")),
     ("cpu_vs_cuda", "CPU vs CUDA bf16 autocast (as training)",
-     lambda c: f"{pct(_get(c, 'cpu_vs_cuda', 'bf16', 'argmax_agreement'))}, {_get(c, 'cpu_vs_cuda', 'bf16', 'max_abs_diff'):.1e}"),
+     _agreement("bf16")),
     ("train", "`ckptkd train` resnet8, bf16 + channels_last: samples/s",
      lambda c: f"{_get(c, 'train', 'cli', 'samples_per_s'):.0f}"),
     ("train", "dtype and channels_last seen inside `fit`",
@@ -927,11 +946,14 @@ DOC_ROWS = [
      lambda c: f"{'ok' if all(r['complete'] for r in _get(c, 'torchrun', 'runs').values()) else 'failed'}; "
                f"{_get(c, 'torchrun', 'syncbatchnorm_exercised')}"),
     ("throughput", "resnet56 → resnet20 samples/s: CE / KD + cache / KD recompute",
-     lambda c: " / ".join(f"{_get(c, 'throughput', 'kd', 'samples_per_s', k):.0f}" for k in ("ce", "kd_cache", "kd_recompute"))),
-    ("throughput", "**KD + cache / CE** (time per epoch)", lambda c: f"**{_get(c, 'throughput', 'kd', 'kd_cache/ce'):.3f}**"),
+     lambda c: " / ".join(f"{_get(c, 'throughput', 'kd', 'samples_per_s', k):.0f}"
+                          for k in ("ce", "kd_cache", "kd_recompute"))),
+    ("throughput", "**KD + cache / CE** (time per epoch)",
+     lambda c: f"**{_get(c, 'throughput', 'kd', 'kd_cache/ce'):.3f}**"),
     ("throughput", "KD recompute / KD + cache (time per epoch)",
      lambda c: f"{_get(c, 'throughput', 'kd', 'kd_recompute/kd_cache'):.2f}"),
-    *[("throughput", f"K={k} resnet56 teacher forward, loop / vmap ms, **vmap/loop**", _ens(k, "forward")) for k in (2, 4, 8)],
+    *[("throughput", f"K={k} resnet56 teacher forward, loop / vmap ms, **vmap/loop**", _ens(k, "forward"))
+      for k in (2, 4, 8)],
     *[("throughput", f"K={k} KD recompute samples/s loop / vmap", _ens(k, "kd")) for k in (2, 4, 8)],
     ("paper", "wrn_40_2 → wrn_40_1, synthetic CIFAR-100: teacher acc; student acc per policy (chosen epochs)",
      lambda c: f"{pct(_get(c, 'paper', 'teacher_acc'))}; " + ", ".join(
