@@ -528,11 +528,11 @@ def check_cache(ctx: Context, fig: dict) -> tuple[bool, str]:
 
 
 def check_compile(ctx: Context, fig: dict) -> tuple[bool, str]:
+    import torch._dynamo
+
     p, dev, data = ctx.p, ctx.device, ctx.data("bench")
     stage = StageConfig(model=p.compile_model, epochs=p.compile_epochs, batch_size=BATCH)
     fig["steps"] = p.compile_epochs * math.ceil(len(data.x_train) / BATCH)
-    import torch._dynamo
-
     fig["compile_disabled"] = bool(torch._dynamo.config.disable)  # TORCH_COMPILE_DISABLE=1: a dry run
     for name, compiled in (("eager", False), ("compiled", True)):
         model = build_model(stage.model, data, 0)
