@@ -270,8 +270,9 @@ RUN_CONFIG = {
 
 
 def table(stdout: str) -> list[str]:
-    """The results table, without the first line (it names the output folder)."""
-    return stdout.splitlines()[1:]
+    """The results table, without the line that names the output folder (and those before it)."""
+    lines = stdout.splitlines()
+    return lines[next(i for i, line in enumerate(lines) if line.startswith("ckptkd run:")) + 1:]
 
 
 @pytest.fixture(scope="module")

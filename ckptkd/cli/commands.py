@@ -29,7 +29,7 @@ def run(args, overrides):
     from ..pipeline import format_table, run_pipeline
 
     cfg = load_config(RunConfig, args.config_file or args.config, overrides)
-    rows = run_pipeline(cfg, args.out, overwrite=args.overwrite, resume=args.resume, progress=_progress(args))
+    rows = run_pipeline(cfg, args.out, overwrite=args.overwrite, resume=args.resume, progress=_progress(args), say=_say)
     _say(f"ckptkd run: {cfg.teacher.model} -> {cfg.student.model} on {cfg.data.spec}, seed {cfg.seed}  ({args.out})")
     _say(format_table(rows))
 
@@ -41,6 +41,7 @@ def train(args, overrides):
     data = load_dataset(cfg.data)
     create_model(cfg.train.model, data.num_classes, data.in_shape)  # a bad model spec fails before --out exists
     device = resolve_device(cfg.device)  # so does a device this machine lacks
+    _say(data.augment_line)
     run_, complete = _create_run(args, to_dict(cfg), model=cfg.train.model, num_classes=data.num_classes,
                                  in_shape=data.in_shape, data_fingerprint=data.fingerprint)
     if complete:
@@ -60,9 +61,11 @@ def distill(args, overrides):
     cfg = load_config(DistillConfig, args.config, overrides)
     data = load_dataset(cfg.data)
     ckpts = [open_checkpoint(t, cfg.teacher_model) for t in cfg.teachers]
-    teacher = Teacher.from_checkpoints(ckpts, data.num_classes, data.in_shape, cfg.kd.combine)
+    teacher = Teacher.from_checkpoints(ckpts, data.num_classes, data.in_shape, cfg.kd.combine,
+                                       fingerprint=data.fingerprint)
     create_model(cfg.student.model, data.num_classes, data.in_shape)  # a bad model spec fails before --out exists
     device = resolve_device(cfg.device)  # so does a device this machine lacks
+    _say(data.augment_line)
     run_, complete = _create_run(args, to_dict(cfg), model=cfg.student.model, num_classes=data.num_classes,
                                  in_shape=data.in_shape, data_fingerprint=data.fingerprint, kind="distill")
     if complete:
@@ -96,10 +99,11 @@ def eval(args, overrides):  # noqa: A001 - the subcommand's name
     ckpts = [open_checkpoint(c, args.model) for c in args.checkpoints]
     results = []
     for c in ckpts:
-        m = load_model(c, data.num_classes, data.in_shape).to(device)
+        m = load_model(c, data.num_classes, data.in_shape, data.fingerprint).to(device)
         results.append({"checkpoint": str(c.path), **evaluate(m, data.x_test, data.y_test, device=device)})
     if args.ensemble:
-        t = Teacher.from_checkpoints(ckpts, data.num_classes, data.in_shape, args.combine).to(device)
+        t = Teacher.from_checkpoints(ckpts, data.num_classes, data.in_shape, args.combine,
+                                     fingerprint=data.fingerprint).to(device)
         results.append({"checkpoint": f"ensemble ({args.combine})", **evaluate(t, data.x_test, data.y_test, device=device)})
     if args.json:
         print(json.dumps(results, indent=2))

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..config import DataConfig
+from ..config import DataConfig, augment_choice
 from ..errors import CkptkdError, closest
 from . import sources
-from .augment import Augment, default_augment
+from .augment import Augment, choose_augment
 
 __all__ = ["Dataset", "load_dataset", "Augment", "DATASETS"]
 
@@ -33,6 +33,12 @@ class Dataset:
     augment: Augment
     fingerprint: str  # sha256 of the arrays: what a cached teacher output or analysis is keyed on
     view_seed: int = 0  # seeds the augmented views; shared by every model trained on this data
+    augment_why: str = "asked for"  # or "default for npz", ...: how ``augment`` was chosen
+
+    @property
+    def augment_line(self) -> str:
+        """The line every training prints, e.g. ``augmentation: shift (default for npz)``."""
+        return f"augmentation: {self.augment.name} ({self.augment_why})"
 
     @property
     def in_shape(self) -> tuple[int, ...]:
@@ -57,7 +63,7 @@ def _read(cfg: DataConfig):
 
         size = (cfg.image_size, cfg.image_size) if cfg.image_size else None
         x, y, xt, yt, _ = load_imagefolder(arg, size=size, test_fraction=cfg.test_fraction, seed=cfg.seed)
-        return x, y, xt, yt, "image"
+        return x, y, xt, yt, "grid"  # photos, glyphs, scans: ckptkd cannot tell, so it never flips them
     if arg and kind not in ("npz", "cifar10", "cifar100", "imagefolder"):
         return sources.user_function(spec)
     names = ["mnist1d", "digits", "npz", "cifar10", "cifar100", "imagefolder"]
@@ -85,7 +91,9 @@ def load_dataset(cfg: DataConfig | str) -> Dataset:
     for a in (x, y, xt, yt):
         fp.update(str(a.shape).encode())
         fp.update(np.ascontiguousarray(a).tobytes())
-    aug = default_augment(kind, x.shape[1:]) if cfg.augment else Augment()
+    choice = augment_choice(cfg.augment)
+    aug = choose_augment(choice, kind, x.shape[1:])
+    why = "asked for" if choice != "default" else f"default for {_source_name(cfg.spec)}"
     return Dataset(
         name=cfg.spec,
         x_train=torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
@@ -96,7 +104,15 @@ def load_dataset(cfg: DataConfig | str) -> Dataset:
         augment=aug,
         fingerprint=fp.hexdigest(),
         view_seed=cfg.seed,
+        augment_why=why,
     )
+
+
+def _source_name(spec: str) -> str:
+    kind, _, arg = spec.partition(":")
+    if not arg or kind in ("npz", "cifar10", "cifar100", "imagefolder"):
+        return kind
+    return "a dataset function"
 
 
 def flip_labels(y: np.ndarray, num_classes: int, share: float, seed: int) -> np.ndarray:
