@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..config import (DataConfig, DistillConfig, InfoConfig, RunConfig, TrainConfig, from_dict, load_config, read_yaml,
-                      to_dict)
+from ..config import (DataConfig, DistillConfig, InfoConfig, KDConfig, RunConfig, TrainConfig, from_dict, load_config,
+                      read_yaml, to_dict)
 from ..data import load_dataset
 from ..errors import CkptkdError
 from ..models import create_model
@@ -94,6 +94,7 @@ def eval(args, overrides):  # noqa: A001 - the subcommand's name
     from ..train import evaluate, resolve_device
     from ..trajectory import load_model, open_checkpoint
 
+    from_dict(KDConfig, {"combine": args.combine}, "kd")  # checked with or without --ensemble
     data = load_dataset(_data_config(args, overrides))
     device = resolve_device(overrides.get("device", "auto"))
     ckpts = [open_checkpoint(c, args.model) for c in args.checkpoints]

@@ -145,5 +145,7 @@ def _check_arrays(spec: str, x, y, xt, yt) -> None:
             bad(f"{name} labels must be >= 0, found {labels.min()}")
     if x.shape[1:] != xt.shape[1:]:
         bad(f"train inputs {x.shape[1:]} and test inputs {xt.shape[1:]} differ in shape")
+    if y.max() < 1:  # a "classifier" of one class learns nothing, and label noise has no other class to draw
+        bad("every training label is 0; a classifier needs at least 2 classes")
     if yt.max() > y.max():
         bad(f"test labels go up to {yt.max()} but train labels only to {y.max()}; the splits disagree on the classes")
