@@ -213,6 +213,9 @@ def study(args, overrides):
         if value < 1:
             raise CkptkdError(f"{flag} must be at least 1, got {value}")
     device = str(resolve_device(cfg.device))
+    from ..study.cells import _data  # loaded once per process: the study's analyses reuse it
+
+    _say(_data(cfg.data).augment_line)
     results = run_study(cfg, out, jobs=args.jobs, device=device, progress=_progress(args), threads=args.threads)
     if parallel.world().is_main:
         write_tables(results, out)
