@@ -113,6 +113,20 @@ def _foreign_folder(tmp: Path):
     shutil.copy(tmp / "good.pt", tmp / "foreign" / "epoch_3.pt")
 
 
+def _trained_then_changed(tmp: Path):
+    """``new/``: a finished ``ckptkd train`` on d.npz, whose arrays then change."""
+    from ckptkd.cli import main
+
+    _npz("d.npz")(tmp)
+    cwd = os.getcwd()
+    os.chdir(tmp)
+    try:
+        assert main(["train", "--data", "npz:d.npz", "--model", "mlp_xs", "--epochs", "1", "--out", "new", "--quiet"]) == 0
+    finally:
+        os.chdir(cwd)
+    _npz("d.npz", y=(np.arange(30) + 1) % 3)(tmp)  # other labels, same shapes
+
+
 def _all(*steps):
     def make(tmp: Path):
         for s in steps:
@@ -385,6 +399,10 @@ CASES: list[Case] = [
     Case("resume-different-config", "`--resume` on a run with another config", _train("--resume", out="run"),
          "'run' holds a run with a different config; --resume needs the same config, or pass --overwrite to "
          "replace it"),
+    Case("resume-other-data", "`--resume` of a run whose data changed since it started (same config, other arrays)",
+         ["train", "--data", "npz:d.npz", "--model", "mlp_xs", "--epochs", "1", "--out", "new", "--quiet", "--resume"],
+         "'new' was started on other data (fingerprint …, the data now …); --resume needs the same data, or pass "
+         "--overwrite to start again", _trained_then_changed),
     Case("foreign-out-folder", "an output folder holding other files", _train(out="notes"),
          "output folder 'notes' already holds files that are not a ckptkd run; pass --resume to continue it, "
          "--overwrite to replace it, or choose another --out", _text("notes/todo.txt", "x")),

@@ -12,7 +12,7 @@ import torch
 import yaml
 
 from ckptkd import CkptkdError, DataConfig, load_dataset
-from ckptkd import trajectory
+from ckptkd import errors
 from ckptkd.cli import main
 from ckptkd.config import from_dict
 from ckptkd.data.cifar import write_fake_cifar
@@ -28,7 +28,7 @@ def cli(capsys, *argv):
 @pytest.fixture(autouse=True)
 def fresh_warnings(monkeypatch):
     """Each CLI call here warns as a fresh process would."""
-    monkeypatch.setattr(trajectory, "_WARNED", set())
+    monkeypatch.setattr(errors, "_WARNED", set())
 
 
 def _save_npz(path, x, y, xt, yt):
@@ -106,7 +106,7 @@ def test_other_data_of_the_same_shape_is_warned_about_once(trained_run, digits, 
 def test_an_analysis_warns_even_when_served_from_its_cache(run_copy, digits, tmp_path, capsys):
     data = _save_npz(tmp_path / "fewer.npz", digits.x_train[:-100], digits.y_train[:-100], digits.x_test, digits.y_test)
     for _ in range(2):
-        trajectory._WARNED.clear()
+        errors._WARNED.clear()
         code, _, err = cli(capsys, "analyze", run_copy.path, "--data", f"npz:{data}", "--probe-size", "50", "--quiet")
         assert code == 0 and err.count("ckptkd: warning: ") == 1, err
 
@@ -224,3 +224,15 @@ def test_study_cells_keep_their_keys_where_the_default_did_not_change():
     assert _data_key(DataConfig(spec="digits", augment="default"))["augment"] is True
     assert _data_key(DataConfig(spec="mnist1d", augment="none"))["augment"] is False
     assert _data_key(DataConfig(spec="npz:x.npz", augment="default"))["augment"] == "default"  # runs again
+
+
+def test_labels_that_skip_a_class_are_warned_about(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    path = _save_npz(tmp_path / "one_based.npz", rng.random((20, 1, 16)), np.arange(20) % 3 + 1,
+                     rng.random((6, 1, 16)), np.arange(6) % 3 + 1)
+    data = load_dataset(f"npz:{path}")
+    err = capsys.readouterr().err
+    assert data.num_classes == 4
+    assert err.count("\n") == 1 and err.startswith("ckptkd: warning: ") and "no training sample has label 0," in err
+    load_dataset(f"npz:{_images_npz(tmp_path)}")  # every class present: nothing to say
+    assert capsys.readouterr().err == ""

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..config import DataConfig, augment_choice
-from ..errors import CkptkdError, closest
+from ..errors import CkptkdError, closest, warn
 from . import sources
 from .augment import Augment, choose_augment
 
@@ -85,6 +85,7 @@ def load_dataset(cfg: DataConfig | str) -> Dataset:
         mean, std = x.mean(axes, keepdims=True), x.std(axes, keepdims=True) + 1e-8
         x, xt = (x - mean) / std, (xt - mean) / std
     num_classes = int(max(y.max(), yt.max())) + 1
+    _warn_empty_classes(cfg.spec, y, num_classes)
     if cfg.label_noise:
         y = flip_labels(y, num_classes, cfg.label_noise, cfg.seed)
     fp = hashlib.sha256()
@@ -122,6 +123,16 @@ def flip_labels(y: np.ndarray, num_classes: int, share: float, seed: int) -> np.
     picked = rng.choice(len(y), size=int(round(share * len(y))), replace=False)
     y[picked] = (y[picked] + rng.integers(1, num_classes, size=len(picked))) % num_classes
     return y
+
+
+def _warn_empty_classes(spec: str, y: np.ndarray, num_classes: int) -> None:
+    """Labels are class indices 0..max: a class no training sample has is most often labels
+    that start at 1, and the model would still get (and never learn) an output for it."""
+    empty = sorted(set(range(num_classes)) - set(np.unique(y).tolist()))
+    if empty:
+        shown = ", ".join(map(str, empty[:5])) + (", ..." if len(empty) > 5 else "")
+        warn(f"dataset {spec!r}: no training sample has label {shown}, yet labels go up to {num_classes - 1}, "
+             f"so models get {num_classes} outputs; labels must be class indices from 0")
 
 
 def _check_arrays(spec: str, x, y, xt, yt) -> None:

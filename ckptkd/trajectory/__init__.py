@@ -1,14 +1,12 @@
 """The trajectory: checkpoints of a training run, ours or another tool's, and loading them."""
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..errors import CkptkdError
+from ..errors import CkptkdError, warn
 from ..models import create_model
 from .foreign import SUFFIXES, epoch_of, foreign_files, match_keys, read_torch_state_dict
 from .io import atomic_write, load_weights, read_json, save_weights, sha256_file, write_json
@@ -76,9 +74,6 @@ def _same_model(path: Path, recorded: str | None, given: str | None) -> None:
                           "leave out --model / --teacher-model for ckptkd checkpoints (they name their own)")
 
 
-_WARNED: set = set()
-
-
 def check_trained_on(ckpt: Checkpoint, in_shape, fingerprint: str | None = None) -> None:
     """Refuse a checkpoint trained on inputs of another shape than ``in_shape``; warn (once per
     process and pair of data) when it was trained on other data of the same shape.
@@ -92,12 +87,9 @@ def check_trained_on(ckpt: Checkpoint, in_shape, fingerprint: str | None = None)
         raise CkptkdError(f"checkpoint {str(ckpt.path)!r} was trained on inputs of shape {tuple(ckpt.in_shape)} "
                           f"but the data's are {shape}; give the data it was trained on")
     if fingerprint and ckpt.data_fingerprint and ckpt.data_fingerprint != fingerprint:
-        pair = (ckpt.data_fingerprint, fingerprint)
-        if pair not in _WARNED and os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks
-            print(f"ckptkd: warning: checkpoint {str(ckpt.path)!r} was trained on other data of the same shape "
-                  f"{shape} (data fingerprint {ckpt.data_fingerprint[:12]}, this data's {fingerprint[:12]})",
-                  file=sys.stderr)
-        _WARNED.add(pair)
+        warn(f"checkpoint {str(ckpt.path)!r} was trained on other data of the same shape {shape} "
+             f"(data fingerprint {ckpt.data_fingerprint[:12]}, this data's {fingerprint[:12]})",
+             key=(ckpt.data_fingerprint, fingerprint))  # once for a whole trajectory
 
 
 def state_dict_of(ckpt: Checkpoint) -> dict[str, torch.Tensor]:

@@ -84,6 +84,12 @@ class Run:
                         f"{str(path)!r} holds a run with a different config; --resume needs the same config, "
                         "or pass --overwrite to replace it"
                     )
+                if run.manifest.get("data_fingerprint") != data_fingerprint:  # same config, yet the files changed
+                    raise CkptkdError(
+                        f"{str(path)!r} was started on other data (fingerprint "
+                        f"{str(run.manifest.get('data_fingerprint'))[:12]}, the data now {data_fingerprint[:12]}); "
+                        "--resume needs the same data, or pass --overwrite to start again"
+                    )
                 return run
             if not overwrite:
                 what = "a different run" if is_run and cls(path).manifest.get("config_sha256") != want else (
