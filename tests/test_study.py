@@ -101,7 +101,7 @@ def test_cells_keyed_with_teacher_paths_are_adopted_once(finished_study, monkeyp
     cell_dir = moved / "cells" / "student" / "ckpt-0002" / "seed1"
     config = yaml.safe_load((cell_dir / "config.yaml").read_text())
     stage = {**asdict(cfg.student)}
-    old_parts = {"cell": config["cell"], "data": asdict(cfg.data), "stage": stage, "kd": asdict(cfg.kd),
+    old_parts = {"cell": config["cell"], "data": {**asdict(cfg.data), "augment": False}, "stage": stage, "kd": asdict(cfg.kd),
                  "teacher_sha256": [open_checkpoint(t).sha256 for t in config["cell"]["teachers"]]}
     result = json.loads((cell_dir / "result.json").read_text())
     new_key = result["key"]

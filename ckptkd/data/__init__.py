@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..config import DataConfig
-from ..errors import CkptkdError, closest
+from ..config import DataConfig, augment_choice
+from ..errors import CkptkdError, closest, warn
 from . import sources
-from .augment import Augment, default_augment
+from .augment import Augment, choose_augment
 
 __all__ = ["Dataset", "load_dataset", "Augment", "DATASETS"]
 
@@ -33,6 +33,12 @@ class Dataset:
     augment: Augment
     fingerprint: str  # sha256 of the arrays: what a cached teacher output or analysis is keyed on
     view_seed: int = 0  # seeds the augmented views; shared by every model trained on this data
+    augment_why: str = "asked for"  # or "default for npz", ...: how ``augment`` was chosen
+
+    @property
+    def augment_line(self) -> str:
+        """The line every training prints, e.g. ``augmentation: shift (default for npz)``."""
+        return f"augmentation: {self.augment.name} ({self.augment_why})"
 
     @property
     def in_shape(self) -> tuple[int, ...]:
@@ -57,7 +63,7 @@ def _read(cfg: DataConfig):
 
         size = (cfg.image_size, cfg.image_size) if cfg.image_size else None
         x, y, xt, yt, _ = load_imagefolder(arg, size=size, test_fraction=cfg.test_fraction, seed=cfg.seed)
-        return x, y, xt, yt, "image"
+        return x, y, xt, yt, "grid"  # photos, glyphs, scans: ckptkd cannot tell, so it never flips them
     if arg and kind not in ("npz", "cifar10", "cifar100", "imagefolder"):
         return sources.user_function(spec)
     names = ["mnist1d", "digits", "npz", "cifar10", "cifar100", "imagefolder"]
@@ -79,13 +85,16 @@ def load_dataset(cfg: DataConfig | str) -> Dataset:
         mean, std = x.mean(axes, keepdims=True), x.std(axes, keepdims=True) + 1e-8
         x, xt = (x - mean) / std, (xt - mean) / std
     num_classes = int(max(y.max(), yt.max())) + 1
+    _warn_empty_classes(cfg.spec, y, num_classes)
     if cfg.label_noise:
         y = flip_labels(y, num_classes, cfg.label_noise, cfg.seed)
     fp = hashlib.sha256()
     for a in (x, y, xt, yt):
         fp.update(str(a.shape).encode())
         fp.update(np.ascontiguousarray(a).tobytes())
-    aug = default_augment(kind, x.shape[1:]) if cfg.augment else Augment()
+    choice = augment_choice(cfg.augment)
+    aug = choose_augment(choice, kind, x.shape[1:])
+    why = "asked for" if choice != "default" else f"default for {_source_name(cfg.spec)}"
     return Dataset(
         name=cfg.spec,
         x_train=torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
@@ -96,7 +105,15 @@ def load_dataset(cfg: DataConfig | str) -> Dataset:
         augment=aug,
         fingerprint=fp.hexdigest(),
         view_seed=cfg.seed,
+        augment_why=why,
     )
+
+
+def _source_name(spec: str) -> str:
+    kind, _, arg = spec.partition(":")
+    if not arg or kind in ("npz", "cifar10", "cifar100", "imagefolder"):
+        return kind
+    return "a dataset function"
 
 
 def flip_labels(y: np.ndarray, num_classes: int, share: float, seed: int) -> np.ndarray:
@@ -106,6 +123,16 @@ def flip_labels(y: np.ndarray, num_classes: int, share: float, seed: int) -> np.
     picked = rng.choice(len(y), size=int(round(share * len(y))), replace=False)
     y[picked] = (y[picked] + rng.integers(1, num_classes, size=len(picked))) % num_classes
     return y
+
+
+def _warn_empty_classes(spec: str, y: np.ndarray, num_classes: int) -> None:
+    """Labels are class indices 0..max: a class no training sample has is most often labels
+    that start at 1, and the model would still get (and never learn) an output for it."""
+    empty = sorted(set(range(num_classes)) - set(np.unique(y).tolist()))
+    if empty:
+        shown = ", ".join(map(str, empty[:5])) + (", ..." if len(empty) > 5 else "")
+        warn(f"dataset {spec!r}: no training sample has label {shown}, yet labels go up to {num_classes - 1}, "
+             f"so models get {num_classes} outputs; labels must be class indices from 0")
 
 
 def _check_arrays(spec: str, x, y, xt, yt) -> None:
@@ -129,5 +156,7 @@ def _check_arrays(spec: str, x, y, xt, yt) -> None:
             bad(f"{name} labels must be >= 0, found {labels.min()}")
     if x.shape[1:] != xt.shape[1:]:
         bad(f"train inputs {x.shape[1:]} and test inputs {xt.shape[1:]} differ in shape")
+    if y.max() < 1:  # a "classifier" of one class learns nothing, and label noise has no other class to draw
+        bad("every training label is 0; a classifier needs at least 2 classes")
     if yt.max() > y.max():
         bad(f"test labels go up to {yt.max()} but train labels only to {y.max()}; the splits disagree on the classes")

@@ -23,7 +23,7 @@ from ..config import InfoConfig
 from ..data import Dataset
 from ..errors import CkptkdError
 from ..models import penultimate
-from ..trajectory import Checkpoint, atomic_write, load_model, read_json, write_json
+from ..trajectory import Checkpoint, atomic_write, check_trained_on, load_model, read_json, write_json
 from .estimators import InformationSaturationWarning, binning_mi, categorical_mi, kde_mi, renyi_ixf, renyi_iyf
 
 CACHE_NAME = "analysis-cache.json"
@@ -138,6 +138,7 @@ def analyze(ckpts: list[Checkpoint], data: Dataset, cfg: InfoConfig, *, folder: 
     rows = []
     for ckpt in tqdm(ckpts, desc="analyze", disable=not progress, leave=False):
         key = _key(ckpt, data, cfg)
+        check_trained_on(ckpt, data.in_shape, data.fingerprint)  # a cached row would skip load_model's check
         if key not in cache:
             model = load_model(ckpt, data.num_classes, data.in_shape)
             f, logits = extract(model, x, cfg.features, cfg.tau, device=device)

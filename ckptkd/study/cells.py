@@ -38,9 +38,20 @@ def cell_key(cell: Cell, cfg: StudyConfig) -> str:
 
 def _key_parts(cell: Cell, cfg: StudyConfig) -> dict:
     stage = cfg.teacher if cell.kind == "teacher" else cfg.student
-    return {"cell": {k: v for k, v in asdict(cell).items() if k != "teachers"}, "data": asdict(cfg.data),
+    return {"cell": {k: v for k, v in asdict(cell).items() if k != "teachers"}, "data": _data_key(cfg.data),
             "stage": asdict(stage), "kd": asdict(cfg.kd) if cell.teachers else None,
             "teacher_sha256": [open_checkpoint(t).sha256 for t in cell.teachers]}
+
+
+def _data_key(cfg: DataConfig) -> dict:
+    """The data's part of a cell key. ``augment: default``/``none`` keep the key they had as
+    ``true``/``false`` where the default did not change (it stopped flipping npz, image
+    folders and dataset functions, whose cells therefore run again)."""
+    data = asdict(cfg)
+    kind = cfg.spec.partition(":")[0]
+    if data["augment"] in ("default", "none") and kind in ("mnist1d", "digits", "cifar10", "cifar100"):
+        data["augment"] = data["augment"] == "default"
+    return data
 
 
 def _hash(parts: dict) -> str:
@@ -106,7 +117,8 @@ def run_cell(cell: Cell, cfg: StudyConfig, root: Path, device="cpu", cache_dir: 
         _, rec = train(data, stage, seed=cell.seed, device=device, run=run, progress=False, desc=cell.id)
     else:
         ckpts = [open_checkpoint(t) for t in cell.teachers]
-        teacher = Teacher.from_checkpoints(ckpts, data.num_classes, data.in_shape, cfg.kd.combine)
+        teacher = Teacher.from_checkpoints(ckpts, data.num_classes, data.in_shape, cfg.kd.combine,
+                                           fingerprint=data.fingerprint)
         _, rec = distill(data, stage, teacher, cfg.kd, seed=cell.seed, device=device, run=run, progress=False,
                          desc=cell.id, cache_dir=cache_dir)
         result["teacher_epochs"] = [c.epoch for c in ckpts]
