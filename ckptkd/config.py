@@ -25,7 +25,7 @@ class DataConfig:
     seed: int = 0  # generation and split seed (not the training seed)
     test_fraction: float = 0.2  # digits and imagefolder without a train/test split
     image_size: Optional[int] = None  # imagefolder: resize to a square of this side
-    augment: bool = True  # random shift (+ flip for natural images, + noise for signals)
+    augment: str = "default"  # none | shift | shift+flip | default (flips only CIFAR); YAML true/false: default/none
     label_noise: float = 0.0  # share of training labels replaced by a random other class (seeded)
     val_fraction: float = 0.1  # share of the training data held out for validation (stratified, seeded)
 
@@ -171,6 +171,8 @@ def from_dict(cls, data: Any, where: str = ""):
         path = f"{where}.{key}" if where else str(key)
         if key not in names:
             raise CkptkdError(f"unknown config key {path!r}{closest(str(key), names)}")
+        if cls is DataConfig and key == "augment":
+            value = augment_choice(value)
         if dataclasses.is_dataclass(hints[key]) and isinstance(value, dict):
             # a partial section keeps this parent's defaults for it (teacher vs student models)
             value = {**dataclasses.asdict(getattr(defaults, key)), **value}
@@ -211,6 +213,15 @@ def _coerce(tp, value, path: str):
             raise CkptkdError(f"config key {path!r} must be a finite number, got {value}")
         return value
     return value
+
+
+AUGMENT_CHOICES = ("none", "shift", "shift+flip", "default")
+
+
+def augment_choice(value):
+    """``data.augment`` as one of AUGMENT_CHOICES: a YAML ``true``/``false`` (its old spelling)
+    means ``default``/``none``."""
+    return {True: "default", False: "none"}.get(value, value) if isinstance(value, bool) else value
 
 
 def to_dict(cfg) -> dict:
@@ -270,6 +281,7 @@ def validate(cfg, where: str = "") -> None:
         _check(cfg.image_size is None or cfg.image_size > 0, "data.image_size must be positive")
         _check(0 <= cfg.label_noise < 1, f"data.label_noise must be in [0, 1), got {cfg.label_noise}")
         _check(0 <= cfg.val_fraction < 1, f"data.val_fraction must be in [0, 1), got {cfg.val_fraction}")
+        _one_of("data.augment", augment_choice(cfg.augment), AUGMENT_CHOICES)
     elif isinstance(cfg, StageConfig):
         at = f"{where}." if where else ""  # teacher., student. or train.
         _check(cfg.epochs > 0, f"{at}epochs must be a positive integer, got {cfg.epochs}")

@@ -59,8 +59,11 @@ class Teacher(nn.Module):
 
     @classmethod
     def from_checkpoints(cls, ckpts: list[Checkpoint], num_classes: int, in_shape, combine: str = "logits",
-                         ensemble: str = "auto"):
-        teacher = cls([load_model(c, num_classes, in_shape) for c in ckpts], combine, ensemble)
+                         ensemble: str = "auto", fingerprint: str | None = None):
+        """The teacher of ``ckpts``, for data of ``num_classes``, ``in_shape`` and ``fingerprint``
+        (``Dataset.fingerprint``): a checkpoint trained on inputs of another shape is refused,
+        one trained on other data of the same shape warned about (``check_trained_on``)."""
+        teacher = cls([load_model(c, num_classes, in_shape, fingerprint) for c in ckpts], combine, ensemble)
         teacher.checkpoint_identity = [{"sha256": c.sha256 or sha256_file(c.path), "model": c.model} for c in ckpts]
         return teacher
 

@@ -85,13 +85,15 @@ def pick_teachers(cfg: RunConfig, teacher_run: Run, data: Dataset, device, progr
 
 
 def run_pipeline(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, resume: bool = False,
-                 progress: bool = True) -> list[Row]:
-    """Run the main job into ``out`` and return the results table."""
+                 progress: bool = True, say=None) -> list[Row]:
+    """Run the main job into ``out`` and return the results table; ``say`` prints the augmentation."""
     out = Path(out)
     data = load_dataset(cfg.data)
     device = resolve_device(cfg.device)
     for spec in (cfg.teacher.model, cfg.student.model):  # a bad model spec fails before OUT exists
         create_model(spec, data.num_classes, data.in_shape)
+    if say is not None:
+        say(data.augment_line)
     parallel.main_first(lambda: _open_out(out, cfg, overwrite, resume), then=lambda: None)
     conf = to_dict(cfg)
     progress = progress and parallel.world().is_main
@@ -107,7 +109,7 @@ def run_pipeline(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, re
     def row(role: str, name: str, ckpts: list[Checkpoint] | None) -> Row:
         """Train (or, resuming, reuse) the student ``name`` under ``ckpts`` (None: no KD)."""
         teacher = None if ckpts is None else Teacher.from_checkpoints(ckpts, data.num_classes, data.in_shape,
-                                                                      cfg.kd.combine)
+                                                                      cfg.kd.combine, fingerprint=data.fingerprint)
         stage_conf = {"stage": name, "teachers": [c.epoch for c in ckpts or []], **conf}
         run = _train_stage(out / "students" / name, stage_conf, cfg.student, data, cfg.seed + 1, device,
                            resume, progress, f"student ({name})", teacher, cfg.kd)

@@ -102,6 +102,8 @@ def fit(model: nn.Module, method, data: Dataset, stage: StageConfig, *, seed: in
     state = run.load_state() if resume and run is not None else None  # every rank resumes
     if not world.is_main:
         run, progress = None, False
+    if run is not None:  # what the run saw, as resolved from data.augment (a config says only "default")
+        run.update_manifest(augment=data.augment.name, augment_why=data.augment_why)
     opt = torch.optim.SGD(model.parameters(), lr=stage.lr, momentum=stage.momentum,
                           nesterov=stage.nesterov and stage.momentum > 0, weight_decay=stage.weight_decay)
     n = len(data.x_train)

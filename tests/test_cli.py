@@ -200,7 +200,7 @@ def test_teacher_of_another_architecture(cli_run, tmp_path, capsys, digest):
     before = digest(cli_run[0])
     code, _, err = ckptkd(capsys, "distill", "--teacher", ckpt(cli_run[0], 2), "--teacher-model", "cnn1d_xs",
                           *TRAIN, "--out", tmp_path / "student")
-    assert_user_error(code, err, "does not match architecture 'cnn1d_xs'")
+    assert_user_error(code, err, "was saved by ckptkd as 'mlp_xs', not 'cnn1d_xs'")
     assert digest(cli_run[0]) == before
     assert not (tmp_path / "student").exists()
 
@@ -270,8 +270,9 @@ RUN_CONFIG = {
 
 
 def table(stdout: str) -> list[str]:
-    """The results table, without the first line (it names the output folder)."""
-    return stdout.splitlines()[1:]
+    """The results table, without the line that names the output folder (and those before it)."""
+    lines = stdout.splitlines()
+    return lines[next(i for i, line in enumerate(lines) if line.startswith("ckptkd run:")) + 1:]
 
 
 @pytest.fixture(scope="module")
@@ -286,6 +287,7 @@ def finished_pipeline(tmp_path_factory):
 
 def test_run_prints_the_comparison_table(finished_pipeline):
     root, stdout = finished_pipeline
+    assert stdout.splitlines()[0] == "augmentation: shift (default for digits)"
     rows = table(stdout)[2:]  # under the column heads and the rule
     assert [re.split(r"\s{2,}", row)[0] for row in rows] == ["no KD", "full teacher", "chosen (mi)"]
     assert re.match(r"full teacher\s+epoch 4\s", rows[1])

@@ -113,6 +113,20 @@ def _foreign_folder(tmp: Path):
     shutil.copy(tmp / "good.pt", tmp / "foreign" / "epoch_3.pt")
 
 
+def _trained_then_changed(tmp: Path):
+    """``new/``: a finished ``ckptkd train`` on d.npz, whose arrays then change."""
+    from ckptkd.cli import main
+
+    _npz("d.npz")(tmp)
+    cwd = os.getcwd()
+    os.chdir(tmp)
+    try:
+        assert main(["train", "--data", "npz:d.npz", "--model", "mlp_xs", "--epochs", "1", "--out", "new", "--quiet"]) == 0
+    finally:
+        os.chdir(cwd)
+    _npz("d.npz", y=(np.arange(30) + 1) % 3)(tmp)  # other labels, same shapes
+
+
 def _all(*steps):
     def make(tmp: Path):
         for s in steps:
@@ -153,6 +167,10 @@ def _run(*flags, out="new"):
             "--quiet"]
 
 DATA_ERRORS = "dataset 'npz:bad.npz': "
+FLAT = dict(x=np.zeros((30, 1, 64), np.float32), y=np.arange(30) % 10, x_test=np.zeros((9, 1, 64), np.float32),
+            y_test=np.arange(9) % 10)  # digits' 10 classes, as 64 numbers in a row
+SHAPE_ERROR = (f"checkpoint '{CKPT}' was trained on inputs of shape (1, 8, 8) but the data's are (1, 64); give the "
+               "data it was trained on")
 
 CASES: list[Case] = [
     # ------------------------------------------------ checkpoints
@@ -217,7 +235,32 @@ CASES: list[Case] = [
          "'run/manifest.json' is not valid JSON (…); the file is damaged", _text("run/manifest.json", '{"format": ')),
     Case("foreign-manifest", "a folder whose manifest.json belongs to another tool", ["analyze", "run", "--quiet"],
          "'run' holds a manifest.json that is not a ckptkd run", _text("run/manifest.json", '{"format": "other"}')),
+    # a checkpoint and data, or a checkpoint and the model it is given, that disagree: mlp_xs flattens any
+    # input of 64 numbers, so only the checkpoint's record can tell (1, 64) from digits' (1, 8, 8)
+    Case("teacher-other-shape", "a checkpoint trained on digits (1, 8, 8) evaluated on data of shape (1, 64)",
+         ["eval", CKPT, "--data", "npz:flat.npz"], SHAPE_ERROR, _npz("flat.npz", **FLAT)),
+    Case("teacher-other-shape-distill", "a teacher trained on inputs of another shape than the data's",
+         ["distill", "--teacher", CKPT, "--data", "npz:flat.npz", "--model", "mlp_xs", "--out", "student", "--quiet"],
+         SHAPE_ERROR, _npz("flat.npz", **FLAT)),
+    Case("trajectory-other-shape", "`ckptkd select` of a run trained on inputs of another shape than the data's",
+         ["select", "run", "--data", "npz:flat.npz", "--probe-size", "20", "--quiet"],
+         SHAPE_ERROR.replace("0003", "0001"), _npz("flat.npz", **FLAT)),
+    Case("model-disagrees", "`--model` naming another architecture than a ckptkd checkpoint's own",
+         ["eval", CKPT, "--model", "mlp_s", "--data", "digits"],
+         f"'{CKPT}' was saved by ckptkd as 'mlp_xs', not 'mlp_s'; leave out --model / --teacher-model for ckptkd "
+         "checkpoints (they name their own)"),
+    Case("trajectory-model-disagrees", "`--model` naming another architecture than a ckptkd run's own",
+         ["analyze", "run", "--model", "mlp_s", "--quiet"],
+         "'run' was saved by ckptkd as 'mlp_xs', not 'mlp_s'; leave out --model / --teacher-model for ckptkd "
+         "checkpoints (they name their own)"),
+    Case("model-cannot-read-data", "an image network (`resnet8`) trained on 1-D signals",
+         ["train", "--data", "npz:signals.npz", "--model", "resnet8", "--out", "new", "--quiet"],
+         "model 'resnet8' cannot take inputs of shape (1, 16) (RuntimeError: …); choose a model for this data",
+         _npz("signals.npz", x=np.zeros((30, 1, 16), np.float32), x_test=np.zeros((9, 1, 16), np.float32))),
     # ------------------------------------------------ data
+    Case("one-class", "training labels that are all 0 (one class)", _train(data="npz:bad.npz"),
+         DATA_ERRORS + "every training label is 0; a classifier needs at least 2 classes",
+         _npz("bad.npz", y=np.zeros(30, np.int64), y_test=np.zeros(9, np.int64))),
     Case("empty-data", "a dataset with an empty training split", _train(data="npz:bad.npz"),
          DATA_ERRORS + "the train split is empty; give at least one sample per split",
          _npz("bad.npz", x=np.zeros((0, 1, 8, 8), np.float32), y=np.zeros(0, np.int64))),
@@ -314,6 +357,14 @@ CASES: list[Case] = [
     Case("alpha-below-zero", "alpha below 0",
          ["distill", "--teacher", CKPT, "--data", "digits", "--alpha=-0.1", "--out", "student", "--quiet"],
          "kd.alpha must be in [0, 1], got -0.1"),
+    Case("misspelt-augment", "an augmentation that is not one of the choices", _train("--augment", "flip"),
+         "data.augment must be one of none, shift, shift+flip, default, got 'flip' (did you mean 'shift+flip'?)"),
+    Case("augment-in-config", "a config file asking for an augmentation that does not exist", ["run", "job.yaml"],
+         "data.augment must be one of none, shift, shift+flip, default, got 'mirror'",
+         _text("job.yaml", "data:\n  augment: mirror\n")),
+    Case("eval-bad-combine", "`ckptkd eval` with an unknown ensemble rule (checked with or without `--ensemble`)",
+         ["eval", CKPT, "--data", "digits", "--combine", "mean"],
+         "kd.combine must be one of logits, probs, got 'mean'"),
     Case("bad-combine", "an unknown ensemble rule",
          ["distill", "--teacher", CKPT, "--data", "digits", "--combine", "mean", "--out", "student", "--quiet"],
          "kd.combine must be one of logits, probs, got 'mean'"),
@@ -376,6 +427,10 @@ CASES: list[Case] = [
     Case("resume-different-config", "`--resume` on a run with another config", _train("--resume", out="run"),
          "'run' holds a run with a different config; --resume needs the same config, or pass --overwrite to "
          "replace it"),
+    Case("resume-other-data", "`--resume` of a run whose data changed since it started (same config, other arrays)",
+         ["train", "--data", "npz:d.npz", "--model", "mlp_xs", "--epochs", "1", "--out", "new", "--quiet", "--resume"],
+         "'new' was started on other data (fingerprint …, the data now …); --resume needs the same data, or pass "
+         "--overwrite to start again", _trained_then_changed),
     Case("foreign-out-folder", "an output folder holding other files", _train(out="notes"),
          "output folder 'notes' already holds files that are not a ckptkd run; pass --resume to continue it, "
          "--overwrite to replace it, or choose another --out", _text("notes/todo.txt", "x")),

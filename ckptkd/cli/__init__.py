@@ -39,6 +39,12 @@ def _common_flags(p):
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def _augment_flag(p):
+    p.add_argument("--augment", dest="data.augment", metavar="{none,shift,shift+flip,default}",
+                   help="training augmentation (default: default, which flips only CIFAR images; "
+                        "every training prints the one it used)")
+
+
 def _out_flags(p, default=None):
     p.add_argument("--out", default=default, required=default is None, help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
@@ -63,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config_file", nargs="?", help="YAML config (default: the built-in MNIST-1D job)")
     _common_flags(p)
     _out_flags(p, default="runs/default")
+    _augment_flag(p)
     p.add_argument("--policy", dest="select.policy", help=f"{SelectConfig().policy} (default), mi (Algorithm 1), or any "
                    "of `ckptkd policies`, or a+b")
     p.add_argument("-k", type=int, dest="select.k", help="checkpoints each policy picks (a snapshot ensemble)")
@@ -80,11 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model, keeping its checkpoint trajectory")
     _common_flags(p)
     _out_flags(p)
+    _augment_flag(p)
     _stage_flags(p, "train", "default cnn1d_l")
 
     p = sub.add_parser("distill", help="distill a student from one checkpoint or an ensemble")
     _common_flags(p)
     _out_flags(p)
+    _augment_flag(p)
     p.add_argument("--teacher", action="append", dest="teachers", metavar="CKPT", required=True,
                    help="teacher checkpoint file; repeat for an ensemble")
     p.add_argument("--teacher-model", dest="teacher_model", help="architecture of foreign teacher checkpoints")

@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..config import (DataConfig, DistillConfig, InfoConfig, RunConfig, TrainConfig, from_dict, load_config, read_yaml,
-                      to_dict)
+from ..config import (DataConfig, DistillConfig, InfoConfig, KDConfig, RunConfig, TrainConfig, from_dict, load_config,
+                      read_yaml, to_dict)
 from ..data import load_dataset
 from ..errors import CkptkdError
 from ..models import create_model
@@ -29,7 +29,7 @@ def run(args, overrides):
     from ..pipeline import format_table, run_pipeline
 
     cfg = load_config(RunConfig, args.config_file or args.config, overrides)
-    rows = run_pipeline(cfg, args.out, overwrite=args.overwrite, resume=args.resume, progress=_progress(args))
+    rows = run_pipeline(cfg, args.out, overwrite=args.overwrite, resume=args.resume, progress=_progress(args), say=_say)
     _say(f"ckptkd run: {cfg.teacher.model} -> {cfg.student.model} on {cfg.data.spec}, seed {cfg.seed}  ({args.out})")
     _say(format_table(rows))
 
@@ -41,6 +41,7 @@ def train(args, overrides):
     data = load_dataset(cfg.data)
     create_model(cfg.train.model, data.num_classes, data.in_shape)  # a bad model spec fails before --out exists
     device = resolve_device(cfg.device)  # so does a device this machine lacks
+    _say(data.augment_line)
     run_, complete = _create_run(args, to_dict(cfg), model=cfg.train.model, num_classes=data.num_classes,
                                  in_shape=data.in_shape, data_fingerprint=data.fingerprint)
     if complete:
@@ -60,9 +61,11 @@ def distill(args, overrides):
     cfg = load_config(DistillConfig, args.config, overrides)
     data = load_dataset(cfg.data)
     ckpts = [open_checkpoint(t, cfg.teacher_model) for t in cfg.teachers]
-    teacher = Teacher.from_checkpoints(ckpts, data.num_classes, data.in_shape, cfg.kd.combine)
+    teacher = Teacher.from_checkpoints(ckpts, data.num_classes, data.in_shape, cfg.kd.combine,
+                                       fingerprint=data.fingerprint)
     create_model(cfg.student.model, data.num_classes, data.in_shape)  # a bad model spec fails before --out exists
     device = resolve_device(cfg.device)  # so does a device this machine lacks
+    _say(data.augment_line)
     run_, complete = _create_run(args, to_dict(cfg), model=cfg.student.model, num_classes=data.num_classes,
                                  in_shape=data.in_shape, data_fingerprint=data.fingerprint, kind="distill")
     if complete:
@@ -91,15 +94,17 @@ def eval(args, overrides):  # noqa: A001 - the subcommand's name
     from ..train import evaluate, resolve_device
     from ..trajectory import load_model, open_checkpoint
 
+    from_dict(KDConfig, {"combine": args.combine}, "kd")  # checked with or without --ensemble
     data = load_dataset(_data_config(args, overrides))
     device = resolve_device(overrides.get("device", "auto"))
     ckpts = [open_checkpoint(c, args.model) for c in args.checkpoints]
     results = []
     for c in ckpts:
-        m = load_model(c, data.num_classes, data.in_shape).to(device)
+        m = load_model(c, data.num_classes, data.in_shape, data.fingerprint).to(device)
         results.append({"checkpoint": str(c.path), **evaluate(m, data.x_test, data.y_test, device=device)})
     if args.ensemble:
-        t = Teacher.from_checkpoints(ckpts, data.num_classes, data.in_shape, args.combine).to(device)
+        t = Teacher.from_checkpoints(ckpts, data.num_classes, data.in_shape, args.combine,
+                                     fingerprint=data.fingerprint).to(device)
         results.append({"checkpoint": f"ensemble ({args.combine})", **evaluate(t, data.x_test, data.y_test, device=device)})
     if args.json:
         print(json.dumps(results, indent=2))
@@ -256,6 +261,9 @@ def study(args, overrides):
         if value < 1:
             raise CkptkdError(f"{flag} must be at least 1, got {value}")
     device = str(resolve_device(cfg.device))
+    from ..study.cells import _data  # loaded once per process: the study's analyses reuse it
+
+    _say(_data(cfg.data).augment_line)
     results = run_study(cfg, out, jobs=args.jobs, device=device, progress=_progress(args), threads=args.threads)
     if parallel.world().is_main:
         write_tables(results, out)

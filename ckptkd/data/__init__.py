@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..config import DataConfig
-from ..errors import CkptkdError, closest
+from ..config import DataConfig, augment_choice
+from ..errors import CkptkdError, closest, warn
 from . import sources
-from .augment import Augment, default_augment
+from .augment import Augment, choose_augment
 
 __all__ = ["Dataset", "load_dataset", "Augment", "DATASETS"]
 
@@ -39,12 +39,18 @@ class Dataset:
     view_seed: int = 0  # seeds the augmented views; shared by every model trained on this data
     x_val: torch.Tensor = field(default=None)  # held out of training; empty when val_fraction is 0
     y_val: torch.Tensor = field(default=None)
+    augment_why: str = "asked for"  # or "default for npz", ...: how ``augment`` was chosen
 
     def __post_init__(self):
         if self.x_val is None:
             self.x_val = torch.empty((0, *self.x_train.shape[1:]), dtype=self.x_train.dtype)
         if self.y_val is None:
             self.y_val = torch.empty(0, dtype=torch.int64)
+
+    @property
+    def augment_line(self) -> str:
+        """The line every training prints, e.g. ``augmentation: shift (default for npz)``."""
+        return f"augmentation: {self.augment.name} ({self.augment_why})"
 
     @property
     def in_shape(self) -> tuple[int, ...]:
@@ -69,7 +75,7 @@ def _read(cfg: DataConfig):
 
         size = (cfg.image_size, cfg.image_size) if cfg.image_size else None
         x, y, xt, yt, _ = load_imagefolder(arg, size=size, test_fraction=cfg.test_fraction, seed=cfg.seed)
-        return x, y, xt, yt, "image"
+        return x, y, xt, yt, "grid"  # photos, glyphs, scans: ckptkd cannot tell, so it never flips them
     if arg and kind not in ("npz", "cifar10", "cifar100", "imagefolder"):
         return sources.user_function(spec)
     names = ["mnist1d", "digits", "npz", "cifar10", "cifar100", "imagefolder"]
@@ -86,6 +92,7 @@ def load_dataset(cfg: DataConfig | str) -> Dataset:
         x, xt = x[:, None, :], xt[:, None, :]
     _check_arrays(cfg.spec, x, y, xt, yt)
     num_classes = int(max(y.max(), yt.max())) + 1
+    _warn_empty_classes(cfg.spec, y, num_classes)
     # the split is drawn from the labels as read, so every label_noise holds out the same samples;
     # the noise then flips training and validation labels alike, as in a user's own noisy data
     val = validation_mask(cfg.spec, y, cfg.val_fraction, cfg.seed)
@@ -102,7 +109,9 @@ def load_dataset(cfg: DataConfig | str) -> Dataset:
     for a in (x, y, xt, yt) + ((xv, yv) if len(yv) else ()):
         fp.update(str(a.shape).encode())
         fp.update(np.ascontiguousarray(a).tobytes())
-    aug = default_augment(kind, x.shape[1:]) if cfg.augment else Augment()
+    choice = augment_choice(cfg.augment)
+    aug = choose_augment(choice, kind, x.shape[1:])
+    why = "asked for" if choice != "default" else f"default for {_source_name(cfg.spec)}"
     return Dataset(
         name=cfg.spec,
         x_train=torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
@@ -115,6 +124,7 @@ def load_dataset(cfg: DataConfig | str) -> Dataset:
         view_seed=cfg.seed,
         x_val=torch.from_numpy(np.ascontiguousarray(xv, dtype=np.float32)),
         y_val=torch.from_numpy(yv.astype(np.int64)),
+        augment_why=why,
     )
 
 
@@ -143,6 +153,13 @@ def validation_mask(spec: str, y: np.ndarray, fraction: float, seed: int) -> np.
     return val
 
 
+def _source_name(spec: str) -> str:
+    kind, _, arg = spec.partition(":")
+    if not arg or kind in ("npz", "cifar10", "cifar100", "imagefolder"):
+        return kind
+    return "a dataset function"
+
+
 def flip_labels(y: np.ndarray, num_classes: int, share: float, seed: int) -> np.ndarray:
     """Replace ``share`` of the labels by a uniformly drawn *other* class (symmetric noise)."""
     rng = np.random.default_rng(seed + 7919)
@@ -150,6 +167,16 @@ def flip_labels(y: np.ndarray, num_classes: int, share: float, seed: int) -> np.
     picked = rng.choice(len(y), size=int(round(share * len(y))), replace=False)
     y[picked] = (y[picked] + rng.integers(1, num_classes, size=len(picked))) % num_classes
     return y
+
+
+def _warn_empty_classes(spec: str, y: np.ndarray, num_classes: int) -> None:
+    """Labels are class indices 0..max: a class no training sample has is most often labels
+    that start at 1, and the model would still get (and never learn) an output for it."""
+    empty = sorted(set(range(num_classes)) - set(np.unique(y).tolist()))
+    if empty:
+        shown = ", ".join(map(str, empty[:5])) + (", ..." if len(empty) > 5 else "")
+        warn(f"dataset {spec!r}: no training sample has label {shown}, yet labels go up to {num_classes - 1}, "
+             f"so models get {num_classes} outputs; labels must be class indices from 0")
 
 
 def _check_arrays(spec: str, x, y, xt, yt) -> None:
@@ -173,5 +200,7 @@ def _check_arrays(spec: str, x, y, xt, yt) -> None:
             bad(f"{name} labels must be >= 0, found {labels.min()}")
     if x.shape[1:] != xt.shape[1:]:
         bad(f"train inputs {x.shape[1:]} and test inputs {xt.shape[1:]} differ in shape")
+    if y.max() < 1:  # a "classifier" of one class learns nothing, and label noise has no other class to draw
+        bad("every training label is 0; a classifier needs at least 2 classes")
     if yt.max() > y.max():
         bad(f"test labels go up to {yt.max()} but train labels only to {y.max()}; the splits disagree on the classes")

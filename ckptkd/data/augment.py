@@ -22,6 +22,12 @@ class Augment:
     def enabled(self) -> bool:
         return bool(self.shift or self.flip or self.noise)
 
+    @property
+    def name(self) -> str:
+        """What it does, in the words of ``data.augment``: none, shift, shift+flip, shift+noise, ..."""
+        parts = [p for p, on in (("shift", self.shift), ("flip", self.flip), ("noise", self.noise)) if on]
+        return "+".join(parts) or "none"
+
     def params(self, n: int, sample_shape: tuple[int, ...], seed: int, epoch: int) -> dict[str, torch.Tensor]:
         """Random parameters of all ``n`` samples' views in ``epoch``."""
         # arithmetic, not hash(): str hashing is salted per process
@@ -63,11 +69,31 @@ def _shift(x: torch.Tensor, shift: torch.Tensor, pad: int) -> torch.Tensor:
 
 
 def default_augment(kind: str, sample_shape: tuple[int, ...]) -> Augment:
-    """The paper's CIFAR recipe for natural images; shift and noise for signals."""
+    """What ``data.augment: default`` means for a kind of data.
+
+    Flips only for natural images (CIFAR), the paper's recipe; they change what a glyph, a
+    signal or an array of unknown meaning says, so ``grid`` (npz, a dataset function or an
+    image folder: ckptkd cannot know what they show) only shifts.
+    """
     if kind == "signal":
-        return Augment(shift=max(1, sample_shape[-1] // 10), noise=0.05)
+        return Augment(shift=_shift_size(kind, sample_shape), noise=0.05)
     if kind == "image":
-        return Augment(shift=max(1, sample_shape[-1] // 8), flip=True)
-    if kind == "glyph":  # digits: flipping changes the class
-        return Augment(shift=1)
+        return Augment(shift=_shift_size(kind, sample_shape), flip=True)
+    if kind in ("glyph", "grid"):
+        return Augment(shift=_shift_size(kind, sample_shape))
     return Augment()
+
+
+def choose_augment(choice: str, kind: str, sample_shape: tuple[int, ...]) -> Augment:
+    """The augmentation ``data.augment`` (one of ``config.AUGMENT_CHOICES``) asks for on data of ``kind``."""
+    if choice == "default":
+        return default_augment(kind, sample_shape)
+    if choice == "none":
+        return Augment()
+    return Augment(shift=_shift_size(kind, sample_shape), flip=choice == "shift+flip")
+
+
+def _shift_size(kind: str, sample_shape: tuple[int, ...]) -> int:
+    if kind == "glyph":  # 8x8 digits: one pixel is already an eighth of the glyph
+        return 1
+    return max(1, sample_shape[-1] // (10 if kind == "signal" else 8))

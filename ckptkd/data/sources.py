@@ -81,7 +81,8 @@ def npz(path: str):
 
 
 def _kind(x: np.ndarray) -> str:
-    return "image" if x.ndim == 4 else "signal"
+    # 4-D arrays may be photos or glyphs: "grid" is augmented without flips (see data.augment)
+    return "grid" if x.ndim == 4 else "signal"
 
 
 def user_function(spec: str):

@@ -25,7 +25,7 @@ from ..config import InfoConfig
 from ..data import Dataset
 from ..errors import CkptkdError
 from ..models import penultimate
-from ..trajectory import Checkpoint, atomic_write, load_model, read_json, write_json
+from ..trajectory import Checkpoint, atomic_write, check_trained_on, load_model, read_json, write_json
 from .estimators import InformationSaturationWarning, binning_mi, categorical_mi, kde_mi, renyi_ixf, renyi_iyf
 
 CACHE_NAME = "analysis-cache.json"
@@ -153,6 +153,7 @@ def analyze(ckpts: list[Checkpoint], data: Dataset, cfg: InfoConfig, *, folder: 
     rows = []
     for ckpt in tqdm(ckpts, desc="analyze", disable=not progress, leave=False):
         key = _key(ckpt, data, cfg, split)
+        check_trained_on(ckpt, data.in_shape, data.fingerprint)  # a cached row would skip load_model's check
         if key not in cache:
             t0 = time.perf_counter()
             model = load_model(ckpt, data.num_classes, data.in_shape)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import Callable
 
+import torch
 from torch import nn
 
 from ..errors import CkptkdError, closest
@@ -36,14 +37,37 @@ def create_model(spec: str, num_classes: int, in_shape: tuple[int, ...]) -> nn.M
     _load_builtins()
     in_shape = tuple(int(s) for s in in_shape)
     if spec in _REGISTRY:
-        return _REGISTRY[spec](num_classes=num_classes, in_shape=in_shape)
-    if spec.startswith("torchvision:"):
-        return _torchvision(spec.split(":", 1)[1], num_classes)
-    if ":" in spec:
-        return _user_model(spec, num_classes, in_shape)
-    raise CkptkdError(
-        f"unknown model {spec!r}{closest(spec, _REGISTRY)}; `ckptkd models` lists the registered ones"
-    )
+        model = _REGISTRY[spec](num_classes=num_classes, in_shape=in_shape)
+    elif spec.startswith("torchvision:"):
+        model = _torchvision(spec.split(":", 1)[1], num_classes)
+    elif ":" in spec:
+        model = _user_model(spec, num_classes, in_shape)
+    else:
+        raise CkptkdError(
+            f"unknown model {spec!r}{closest(spec, _REGISTRY)}; `ckptkd models` lists the registered ones"
+        )
+    _check_fits(model, spec, num_classes, in_shape)
+    return model
+
+
+def _check_fits(model: nn.Module, spec: str, num_classes: int, in_shape: tuple[int, ...]) -> None:
+    """One forward of two blank samples: a model that cannot read this data (a 2-D network on
+    1-D signals) or that gives another number of outputs than the data has classes is refused
+    here, in one line, instead of with a traceback in the first batch or a silent mismatch."""
+    was_training = model.training
+    try:
+        with torch.no_grad():
+            out = model.eval()(torch.zeros(2, *in_shape))
+    except Exception as e:  # noqa: BLE001 - torch raises RuntimeError, ValueError, IndexError, ...
+        detail = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise CkptkdError(f"model {spec!r} cannot take inputs of shape {in_shape} ({type(e).__name__}: {detail}); "
+                          "choose a model for this data") from None
+    finally:
+        model.train(was_training)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
+        got = tuple(out.shape[1:]) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise CkptkdError(f"model {spec!r} gives outputs of shape {got} per sample but the data has {num_classes} "
+                          "classes; it must return one logit per class")
 
 
 def _user_model(spec: str, num_classes: int, in_shape: tuple[int, ...]) -> nn.Module:

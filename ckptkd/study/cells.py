@@ -83,7 +83,8 @@ def run_cell(cell: Cell, cfg: StudyConfig, root: Path, device="cpu", cache_dir: 
         _, rec = train(data, stage, seed=cell.seed, device=device, run=run, progress=False, desc=cell.id)
     else:
         ckpts = [open_checkpoint(t) for t in cell.teachers]
-        teacher = Teacher.from_checkpoints(ckpts, data.num_classes, data.in_shape, cell.combine or cfg.kd.combine)
+        teacher = Teacher.from_checkpoints(ckpts, data.num_classes, data.in_shape, cell.combine or cfg.kd.combine,
+                                           fingerprint=data.fingerprint)
         _, rec = distill(data, stage, teacher, cfg.kd, seed=cell.seed, device=device, run=run, progress=False,
                          desc=cell.id, cache_dir=cache_dir)
         result["teacher_epochs"] = [c.epoch for c in ckpts]

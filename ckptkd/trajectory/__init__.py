@@ -6,13 +6,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import CkptkdError
+from ..errors import CkptkdError, warn
 from ..models import create_model
 from .foreign import SUFFIXES, epoch_of, foreign_files, match_keys, read_torch_state_dict
 from .io import atomic_write, load_weights, read_json, save_weights, sha256_file, write_json
-from .run import Checkpoint, Run
+from .run import Checkpoint, Run, checkpoint_of
 
-__all__ = ["Checkpoint", "Run", "open_trajectory", "open_checkpoint", "load_model", "atomic_write",
+__all__ = ["Checkpoint", "Run", "open_trajectory", "open_checkpoint", "load_model", "check_trained_on", "atomic_write",
            "save_weights", "load_weights", "read_json", "write_json"]
 
 
@@ -25,10 +25,9 @@ def open_trajectory(path: str | Path, model: str | None = None) -> list[Checkpoi
     if not path.is_dir():
         raise CkptkdError(f"trajectory {str(path)!r} is not a folder; give a run folder or a folder of checkpoints")
     if (path / "manifest.json").exists():
-        ckpts = Run(path).checkpoints()
-        if model:
-            for c in ckpts:
-                c.model = model
+        run = Run(path)
+        _same_model(path, run.model, model)
+        ckpts = run.checkpoints()
     else:
         files = foreign_files(path)
         if not files:
@@ -58,12 +57,39 @@ def open_checkpoint(path: str | Path, model: str | None = None) -> Checkpoint:
         if not (model or meta.get("model")):
             raise CkptkdError(f"checkpoint {str(path)!r} has no sidecar naming its model; "
                               "say its architecture (--teacher-model / --model)")
-        return Checkpoint(path, int(meta.get("epoch", 0)), meta, model or meta["model"], meta.get("sha256"))
+        _same_model(path, meta.get("model"), model)
+        manifest = path.parent.parent / "manifest.json"  # a sidecar older than its in_shape: the run knows
+        manifest = read_json(manifest) if meta and "in_shape" not in meta and manifest.exists() else None
+        return checkpoint_of(path, meta, manifest if (manifest or {}).get("format") == "ckptkd-run" else None, model)
     if path.suffix not in SUFFIXES:
         raise CkptkdError(f"{str(path)!r} is not a checkpoint file (.safetensors, {', '.join(SUFFIXES)})")
     if not model:
         raise CkptkdError(f"{str(path)!r} is a foreign checkpoint; say its architecture (--teacher-model / --model)")
     return Checkpoint(path, epoch_of(path, 0), {}, model, None)
+
+
+def _same_model(path: Path, recorded: str | None, given: str | None) -> None:
+    if recorded and given and given != recorded:
+        raise CkptkdError(f"{str(path)!r} was saved by ckptkd as {recorded!r}, not {given!r}; "
+                          "leave out --model / --teacher-model for ckptkd checkpoints (they name their own)")
+
+
+def check_trained_on(ckpt: Checkpoint, in_shape, fingerprint: str | None = None) -> None:
+    """Refuse a checkpoint trained on inputs of another shape than ``in_shape``; warn (once per
+    process and pair of data) when it was trained on other data of the same shape.
+
+    The 1-D CNNs pool over any length and the MLPs flatten any shape of the right size, so a
+    model may well *run* on the wrong data: only this record can tell. Foreign checkpoints
+    record nothing and are taken on trust.
+    """
+    shape = tuple(int(s) for s in in_shape)
+    if ckpt.in_shape is not None and tuple(ckpt.in_shape) != shape:
+        raise CkptkdError(f"checkpoint {str(ckpt.path)!r} was trained on inputs of shape {tuple(ckpt.in_shape)} "
+                          f"but the data's are {shape}; give the data it was trained on")
+    if fingerprint and ckpt.data_fingerprint and ckpt.data_fingerprint != fingerprint:
+        warn(f"checkpoint {str(ckpt.path)!r} was trained on other data of the same shape {shape} "
+             f"(data fingerprint {ckpt.data_fingerprint[:12]}, this data's {fingerprint[:12]})",
+             key=(ckpt.data_fingerprint, fingerprint))  # once for a whole trajectory
 
 
 def state_dict_of(ckpt: Checkpoint) -> dict[str, torch.Tensor]:
@@ -72,8 +98,12 @@ def state_dict_of(ckpt: Checkpoint) -> dict[str, torch.Tensor]:
     return read_torch_state_dict(ckpt.path)
 
 
-def load_model(ckpt: Checkpoint, num_classes: int, in_shape: tuple[int, ...]) -> nn.Module:
-    """Build ``ckpt.model`` and load the checkpoint's weights into it, in eval mode."""
+def load_model(ckpt: Checkpoint, num_classes: int, in_shape: tuple[int, ...], fingerprint: str | None = None) -> nn.Module:
+    """Build ``ckpt.model`` and load the checkpoint's weights into it, in eval mode.
+
+    ``in_shape`` and ``fingerprint`` are the data's, checked by ``check_trained_on``.
+    """
+    check_trained_on(ckpt, in_shape)
     model = create_model(ckpt.model, num_classes, in_shape)
     wanted = set(model.state_dict())
     state = match_keys(state_dict_of(ckpt), wanted)
@@ -100,4 +130,5 @@ def load_model(ckpt: Checkpoint, num_classes: int, in_shape: tuple[int, ...]) ->
             f"but the model expects {tuple(mine[k].shape)}; give the architecture and the data it was trained with"
         )
     model.load_state_dict(state)
+    check_trained_on(ckpt, in_shape, fingerprint)  # the warning, once the weights are known to fit
     return model.eval()

@@ -41,6 +41,8 @@ class Checkpoint:
     meta: dict = field(default_factory=dict)
     model: str | None = None  # architecture spec, when known
     sha256: str | None = None
+    in_shape: tuple[int, ...] | None = None  # one training sample's shape; None: unknown (foreign files)
+    data_fingerprint: str | None = None  # ``Dataset.fingerprint`` of its training data; None: unknown
 
     @property
     def name(self) -> str:
@@ -82,6 +84,12 @@ class Run:
                         f"{str(path)!r} holds a run with a different config; --resume needs the same config, "
                         "or pass --overwrite to replace it"
                     )
+                if run.manifest.get("data_fingerprint") != data_fingerprint:  # same config, yet the files changed
+                    raise CkptkdError(
+                        f"{str(path)!r} was started on other data (fingerprint "
+                        f"{str(run.manifest.get('data_fingerprint'))[:12]}, the data now {data_fingerprint[:12]}); "
+                        "--resume needs the same data, or pass --overwrite to start again"
+                    )
                 return run
             if not overwrite:
                 what = "a different run" if is_run and cls(path).manifest.get("config_sha256") != want else (
@@ -115,9 +123,10 @@ class Run:
     def save_checkpoint(self, state_dict: dict[str, torch.Tensor], epoch: int, meta: dict) -> Checkpoint:
         weights = self.path / "checkpoints" / f"epoch_{epoch:04d}.safetensors"
         sha = save_weights(weights, state_dict)
-        sidecar = {**meta, "epoch": int(epoch), "sha256": sha, "file": weights.name, "model": self.model}
+        sidecar = {**meta, "epoch": int(epoch), "sha256": sha, "file": weights.name, "model": self.model,
+                   "in_shape": self.manifest["in_shape"], "data_fingerprint": self.manifest["data_fingerprint"]}
         write_json(weights.with_suffix(".json"), sidecar)
-        return Checkpoint(weights, int(epoch), sidecar, self.model, sha)
+        return checkpoint_of(weights, sidecar, self.manifest)
 
     def save_state(self, state: dict) -> None:
         """The full training state at a save point (weights, optimizer, schedule, RNG, epoch), for --resume."""
@@ -168,9 +177,12 @@ class Run:
                 pass
         self._tb = None
 
-    def mark(self, status: str, **extra) -> None:
-        self.manifest.update(status=status, **extra)
+    def update_manifest(self, **fields) -> None:
+        self.manifest.update(fields)
         write_json(self.path / "manifest.json", self.manifest)
+
+    def mark(self, status: str, **extra) -> None:
+        self.update_manifest(status=status, **extra)
         self.close_tensorboard()
 
     # ------------------------------------------------------------ reading
@@ -194,7 +206,7 @@ class Run:
             meta = read_json(sidecar)
             weights = sidecar.with_suffix(".safetensors")
             if weights.exists():
-                out.append(Checkpoint(weights, int(meta["epoch"]), meta, self.model, meta.get("sha256")))
+                out.append(checkpoint_of(weights, meta, self.manifest))
         return sorted(out, key=lambda c: c.epoch)
 
     def metrics(self) -> list[dict]:
@@ -206,6 +218,15 @@ class Run:
             except json.JSONDecodeError:
                 continue
         return out
+
+
+def checkpoint_of(weights: Path, sidecar: dict, manifest: dict | None = None, model: str | None = None) -> Checkpoint:
+    """The ``Checkpoint`` a ckptkd sidecar describes; what it lacks (sidecars written before
+    they held the input shape and data) comes from its run's manifest, when there is one."""
+    known = {**(manifest or {}), **sidecar}
+    shape = known.get("in_shape")
+    return Checkpoint(weights, int(sidecar.get("epoch", 0)), sidecar, model or known.get("model"), sidecar.get("sha256"),
+                      tuple(int(s) for s in shape) if shape is not None else None, known.get("data_fingerprint"))
 
 
 def _remove_partial(path: Path, existed: bool) -> None:
