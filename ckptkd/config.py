@@ -58,17 +58,50 @@ class KDConfig:
 
 
 @dataclass
-class InfoConfig:
-    """How I(X;F) and I(Y;F) are estimated for each checkpoint (see docs/information.md)."""
+class KDEParams:
+    """Estimator ``kde``'s own parameters (config section ``info.kde``)."""
 
-    estimator: str = "kde"  # kde | renyi | categorical | binning
+    noise_fraction: float = 0.1  # noise variance s2 as a fraction of the median squared distance
+
+
+@dataclass
+class RenyiParams:
+    """Estimator ``renyi``'s own parameters (``info.renyi``)."""
+
+    alpha: float = 1.01  # the order alpha
+    subset: int = 1000  # rows per eigensolve (it is cubic); the mean over ``repeats`` random subsets
+    repeats: int = 3
+
+
+@dataclass
+class CategoricalParams:
+    """Estimator ``categorical`` has no parameters of its own: it reads the softmax at ``info.tau``."""
+
+
+@dataclass
+class BinningParams:
+    """Estimator ``binning``'s own parameters (``info.binning``)."""
+
+    bins: int = 30  # bins per unit
+
+
+@dataclass
+class InfoConfig:
+    """How I(X;F) and I(Y;F) are estimated for each checkpoint (see docs/information.md).
+
+    Each estimator's parameters live in its own section (``info.kde.noise_fraction``); the
+    flat keys of older configs (``info.noise_fraction``, ``info.alpha``, ``info.bins``) still read.
+    """
+
+    estimator: str = "kde"  # a registered estimator (ckptkd.info.registry): kde | renyi | categorical | binning
     features: str = "penultimate"  # penultimate | logits | softmax
     tau: float = 1.0  # softmax temperature (features softmax, estimator categorical)
     probe_size: int = 2000  # class-stratified training samples, the same for every checkpoint
     probe_seed: int = 0
-    noise_fraction: float = 0.1  # kde: noise variance s2 as a fraction of the median squared distance
-    alpha: float = 1.01  # renyi: the order alpha
-    bins: int = 30  # binning: bins per unit
+    kde: KDEParams = field(default_factory=KDEParams)
+    renyi: RenyiParams = field(default_factory=RenyiParams)
+    categorical: CategoricalParams = field(default_factory=CategoricalParams)
+    binning: BinningParams = field(default_factory=BinningParams)
     weight_x: float = 1.0  # Algorithm 1 score = weight_x * I(X;F)~ + weight_y * I(Y;F)~
     weight_y: float = 1.0
     scaling: str = "minmax"  # minmax (across the run's checkpoints) | ceiling (log N, H(Y)) | raw
@@ -165,6 +198,7 @@ def from_dict(cls, data: Any, where: str = ""):
         raise CkptkdError(f"config section {where or 'top level'!r} must be a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
+    data = _legacy_keys(cls, data)
     defaults = cls()
     kwargs = {}
     for key, value in data.items():
@@ -175,11 +209,28 @@ def from_dict(cls, data: Any, where: str = ""):
             value = augment_choice(value)
         if dataclasses.is_dataclass(hints[key]) and isinstance(value, dict):
             # a partial section keeps this parent's defaults for it (teacher vs student models)
-            value = {**dataclasses.asdict(getattr(defaults, key)), **value}
+            value = {**dataclasses.asdict(getattr(defaults, key)), **_legacy_keys(hints[key], value)}
         kwargs[key] = _coerce(hints[key], value, path)
     obj = cls(**kwargs)
     validate(obj, where)
     return obj
+
+
+# keys that moved into a section of their own: (class, old key) -> section
+_MOVED = {("InfoConfig", "noise_fraction"): "kde", ("InfoConfig", "alpha"): "renyi", ("InfoConfig", "bins"): "binning"}
+
+
+def _legacy_keys(cls, data: dict) -> dict:
+    """``data`` with the keys of older configs moved where they live now (info.alpha -> info.renyi.alpha)."""
+    moved = {k: v for k, v in data.items() if (cls.__name__, k) in _MOVED}
+    if not moved:
+        return data
+    data = {k: v for k, v in data.items() if k not in moved}
+    for key, value in moved.items():
+        section = _MOVED[(cls.__name__, key)]
+        inner = data.get(section) if isinstance(data.get(section), dict) else {}
+        data[section] = {key: value, **inner}  # the new place wins when both are given
+    return data
 
 
 def _coerce(tp, value, path: str):
@@ -310,15 +361,21 @@ def validate(cfg, where: str = "") -> None:
     elif isinstance(cfg, ProxyConfig):
         _check(0 < cfg.epoch_fraction <= 1, f"select.proxy.epoch_fraction must be in (0, 1], got {cfg.epoch_fraction}")
         _check(0 < cfg.data_fraction <= 1, f"select.proxy.data_fraction must be in (0, 1], got {cfg.data_fraction}")
+    elif isinstance(cfg, KDEParams):
+        _check(cfg.noise_fraction > 0, f"info.kde.noise_fraction must be positive, got {cfg.noise_fraction}")
+    elif isinstance(cfg, RenyiParams):
+        _check(cfg.alpha > 0 and cfg.alpha != 1, f"info.renyi.alpha must be positive and not 1, got {cfg.alpha}")
+        _check(cfg.subset >= 10 and cfg.repeats >= 1, "info.renyi.subset must be at least 10 and repeats at least 1")
+    elif isinstance(cfg, BinningParams):
+        _check(cfg.bins >= 2, f"info.binning.bins must be at least 2, got {cfg.bins}")
     elif isinstance(cfg, InfoConfig):
-        _one_of("info.estimator", cfg.estimator, ("kde", "renyi", "categorical", "binning"))
+        from .info.registry import ESTIMATORS  # the names come from the registry
+
+        _one_of("info.estimator", cfg.estimator, tuple(ESTIMATORS))
         _one_of("info.features", cfg.features, ("penultimate", "logits", "softmax"))
         _one_of("info.scaling", cfg.scaling, ("minmax", "ceiling", "raw"))
         _check(cfg.tau > 0, f"info.tau must be positive, got {cfg.tau}")
         _check(cfg.probe_size >= 10, f"info.probe_size must be at least 10, got {cfg.probe_size}")
-        _check(cfg.noise_fraction > 0, f"info.noise_fraction must be positive, got {cfg.noise_fraction}")
-        _check(cfg.alpha > 0 and cfg.alpha != 1, f"info.alpha must be positive and not 1, got {cfg.alpha}")
-        _check(cfg.bins >= 2, f"info.bins must be at least 2, got {cfg.bins}")
         _check(cfg.weight_x >= 0 and cfg.weight_y >= 0 and cfg.weight_x + cfg.weight_y > 0,
                "info.weight_x and info.weight_y must be >= 0 and not both 0")
     elif isinstance(cfg, StudyConfig):
@@ -329,8 +386,10 @@ def validate(cfg, where: str = "") -> None:
         _check(2 <= cfg.ensemble_size <= len(cfg.teacher_seeds),
                f"study ensemble_size must be between 2 and the number of teacher_seeds ({len(cfg.teacher_seeds)}), "
                f"got {cfg.ensemble_size}; add teacher seeds for a bigger full ensemble")
+        from .info.registry import ESTIMATORS
+
         for e in cfg.estimators:
-            _one_of("study estimators", e, ("kde", "renyi", "categorical", "binning"))
+            _one_of("study estimators", e, tuple(ESTIMATORS))
         from .select import POLICIES
 
         for name in cfg.policies + cfg.snapshot_policies:

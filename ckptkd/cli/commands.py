@@ -157,7 +157,7 @@ def analyze(args, overrides):
         return
     print(format_analysis(rows, cfg))
     if any(r["saturated"] for r in rows):
-        print("warning: some estimates are within 5% of log N (saturated); raise --noise-fraction or the probe size")
+        print("warning: some estimates are within 5% of log N (saturated); raise info.kde.noise_fraction (in --config) or the probe size")
     print(f"wrote {args.run}/analysis.json, analysis.csv, " + ", ".join(p.name for p in plots))
 
 

@@ -12,7 +12,6 @@ import csv
 import hashlib
 import io
 import json
-import math
 import time
 import warnings
 from dataclasses import asdict
@@ -26,11 +25,12 @@ from ..data import Dataset
 from ..errors import CkptkdError
 from ..models import penultimate
 from ..trajectory import Checkpoint, atomic_write, check_trained_on, load_model, read_json, write_json
-from .estimators import InformationSaturationWarning, binning_mi, categorical_mi, kde_mi, renyi_ixf, renyi_iyf
+from .estimators import InformationSaturationWarning
+from .registry import get_estimator, key_params
 
 CACHE_NAME = "analysis-cache.json"
 # settings that change a checkpoint's raw estimate (the score's weights and scaling do not)
-_RAW_KEYS = ("estimator", "features", "tau", "probe_size", "probe_seed", "noise_fraction", "alpha", "bins")
+_RAW_KEYS = ("estimator", "features", "tau", "probe_size", "probe_seed")
 
 
 def probe_indices(y: torch.Tensor, size: int, seed: int) -> torch.Tensor:
@@ -78,17 +78,7 @@ def estimate(f: torch.Tensor, logits: torch.Tensor, x: torch.Tensor, y: torch.Te
     """Raw I(X;F) and I(Y;F) in nats by the configured estimator, and whether it saturated."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", InformationSaturationWarning)
-        if cfg.estimator == "kde":
-            r = kde_mi(f, y, noise_fraction=cfg.noise_fraction)
-            out = {"ixf": r.ixf_upper, "iyf": r.iyf_upper, "ixf_lower": r.ixf_lower, "iyf_lower": r.iyf_lower}
-        elif cfg.estimator == "renyi":
-            out = {"ixf": renyi_ixf(x, f, alpha=cfg.alpha).mi, "iyf": renyi_iyf(y, f, alpha=cfg.alpha).mi}
-        elif cfg.estimator == "categorical":
-            r = categorical_mi(torch.softmax(logits / cfg.tau, dim=1), y)
-            out = {"ixf": r.ixf, "iyf": r.iyf}
-        else:
-            r = binning_mi(f, y, bins=cfg.bins)
-            out = {"ixf": r.ixf, "iyf": r.iyf}
+        out = get_estimator(cfg.estimator).estimate(f, logits, x, y, cfg)
     out["saturated"] = any(issubclass(w.category, InformationSaturationWarning) for w in caught)
     return out
 
@@ -97,10 +87,7 @@ def ceilings(y: torch.Tensor, cfg: InfoConfig) -> tuple[float, float]:
     """The largest values I(X;F) and I(Y;F) can take on this probe set."""
     p = torch.bincount(y).double() / len(y)
     hy = float(-torch.special.xlogy(p, p).sum())
-    cx = math.log(len(y))
-    if cfg.estimator == "categorical":
-        cx = min(cx, math.log(len(p)))
-    return cx, hy
+    return get_estimator(cfg.estimator).ceiling_x(len(y), len(p)), hy
 
 
 def score_rows(rows: list[dict], cfg: InfoConfig, cx: float, cy: float) -> list[dict]:
@@ -120,7 +107,7 @@ def score_rows(rows: list[dict], cfg: InfoConfig, cx: float, cy: float) -> list[
 
 
 def _key(ckpt: Checkpoint, data: Dataset, cfg: InfoConfig, split: str = "train") -> str:
-    settings = {k: getattr(cfg, k) for k in _RAW_KEYS}
+    settings = {**{k: getattr(cfg, k) for k in _RAW_KEYS}, **key_params(cfg)}
     if split != "train":  # training-probe keys stay what they were before probes had a split
         settings["split"] = split
     blob = json.dumps([ckpt.sha256, ckpt.model, data.fingerprint, settings], sort_keys=True)
