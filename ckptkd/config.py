@@ -392,10 +392,10 @@ def validate(cfg, where: str = "") -> None:
             _one_of("study estimators", e, tuple(ESTIMATORS))
         from .select import POLICIES
 
+        scoring = [n for n, p in POLICIES.items() if not p.takes_epochs]
         for name in cfg.policies + cfg.snapshot_policies:
-            _check(name in POLICIES and not POLICIES[name].takes_epochs,
-                   f"study policies must be policies that score checkpoints ({', '.join(n for n, p in POLICIES.items() if not p.takes_epochs)}), "
-                   f"got {name!r}{closest(name, POLICIES)}")
+            _check(name in scoring, f"study policies must be policies that score checkpoints ({', '.join(scoring)}), "
+                                    f"got {name!r}{closest(name, scoring)}")
         _check(cfg.teacher.save_every > 0, "study teacher.save_every must be positive: the study needs checkpoints")
         saves = cfg.teacher.epochs // cfg.teacher.save_every
         _check(saves >= 2 * cfg.ensemble_size - 1,
