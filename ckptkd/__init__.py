@@ -10,20 +10,20 @@ each checkpoint, choose the teacher (or a snapshot ensemble) by Algorithm 1, dis
 """
 __version__ = "0.1.0"
 
-from .config import (DataConfig, DistillConfig, InfoConfig, KDConfig, RunConfig, SelectConfig, StageConfig,
-                     TrainConfig, load_config)
+from .config import (DataConfig, DistillConfig, InfoConfig, KDConfig, ProxyConfig, RunConfig, SelectConfig,
+                     StageConfig, TrainConfig, load_config)
 from .data import Dataset, load_dataset
 from .distill import KD, Teacher, distill, kd_loss
 from .errors import CkptkdError
 from .models import create_model, list_models, penultimate, register_model
-from .select import choose
+from .select import SelectionContext, choose
 from .train import CrossEntropy, evaluate, fit, train
 from .trajectory import Checkpoint, Run, load_model, open_checkpoint, open_trajectory
 
 __all__ = [
-    "DataConfig", "DistillConfig", "InfoConfig", "KDConfig", "RunConfig", "SelectConfig", "StageConfig",
+    "DataConfig", "DistillConfig", "InfoConfig", "KDConfig", "ProxyConfig", "RunConfig", "SelectConfig", "StageConfig",
     "TrainConfig", "load_config", "Dataset", "load_dataset", "KD", "Teacher", "distill", "kd_loss",
-    "CkptkdError", "create_model", "list_models", "penultimate", "register_model", "choose", "CrossEntropy",
+    "CkptkdError", "create_model", "list_models", "penultimate", "register_model", "choose", "SelectionContext", "CrossEntropy",
     "evaluate", "fit", "train", "Checkpoint", "Run", "load_model", "open_checkpoint", "open_trajectory",
     "analyze", "run_pipeline",
 ]

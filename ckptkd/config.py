@@ -27,6 +27,7 @@ class DataConfig:
     image_size: Optional[int] = None  # imagefolder: resize to a square of this side
     augment: str = "default"  # none | shift | shift+flip | default (flips only CIFAR); YAML true/false: default/none
     label_noise: float = 0.0  # share of training labels replaced by a random other class (seeded)
+    val_fraction: float = 0.1  # share of the training data held out for validation (stratified, seeded)
 
 
 @dataclass
@@ -57,28 +58,74 @@ class KDConfig:
 
 
 @dataclass
-class InfoConfig:
-    """How I(X;F) and I(Y;F) are estimated for each checkpoint (see docs/information.md)."""
+class KDEParams:
+    """Estimator ``kde``'s own parameters (config section ``info.kde``)."""
 
-    estimator: str = "kde"  # kde | renyi | categorical | binning
+    noise_fraction: float = 0.1  # noise variance s2 as a fraction of the median squared distance
+
+
+@dataclass
+class RenyiParams:
+    """Estimator ``renyi``'s own parameters (``info.renyi``)."""
+
+    alpha: float = 1.01  # the order alpha
+    subset: int = 1000  # rows per eigensolve (it is cubic); the mean over ``repeats`` random subsets
+    repeats: int = 3
+
+
+@dataclass
+class CategoricalParams:
+    """Estimator ``categorical`` has no parameters of its own: it reads the softmax at ``info.tau``."""
+
+
+@dataclass
+class BinningParams:
+    """Estimator ``binning``'s own parameters (``info.binning``)."""
+
+    bins: int = 30  # bins per unit
+
+
+@dataclass
+class InfoConfig:
+    """How I(X;F) and I(Y;F) are estimated for each checkpoint (see docs/information.md).
+
+    Each estimator's parameters live in its own section (``info.kde.noise_fraction``); the
+    flat keys of older configs (``info.noise_fraction``, ``info.alpha``, ``info.bins``) still read.
+    """
+
+    estimator: str = "kde"  # a registered estimator (ckptkd.info.registry): kde | renyi | categorical | binning
     features: str = "penultimate"  # penultimate | logits | softmax
     tau: float = 1.0  # softmax temperature (features softmax, estimator categorical)
     probe_size: int = 2000  # class-stratified training samples, the same for every checkpoint
     probe_seed: int = 0
-    noise_fraction: float = 0.1  # kde: noise variance s2 as a fraction of the median squared distance
-    alpha: float = 1.01  # renyi: the order alpha
-    bins: int = 30  # binning: bins per unit
+    kde: KDEParams = field(default_factory=KDEParams)
+    renyi: RenyiParams = field(default_factory=RenyiParams)
+    categorical: CategoricalParams = field(default_factory=CategoricalParams)
+    binning: BinningParams = field(default_factory=BinningParams)
     weight_x: float = 1.0  # Algorithm 1 score = weight_x * I(X;F)~ + weight_y * I(Y;F)~
     weight_y: float = 1.0
     scaling: str = "minmax"  # minmax (across the run's checkpoints) | ceiling (log N, H(Y)) | raw
 
 
 @dataclass
+class ProxyConfig:
+    """Policy ``proxy``: a short distillation from each candidate, scored by its val accuracy."""
+
+    model: Optional[str] = None  # the proxy student (None: the real student's model)
+    epoch_fraction: float = 0.2  # of the student's epochs (at least one epoch)
+    data_fraction: float = 1.0  # of the training data (a class-stratified, seeded subset)
+    seed: int = 0  # the proxy student's initialisation and the data subset
+
+
+@dataclass
 class SelectConfig:
-    policy: str = "mi"  # mi | last | halfway | best-val | explicit, or a+b for an ensemble (halfway+last)
-    k: int = 1  # mi: checkpoints in the snapshot ensemble
-    min_spacing: int = 0  # mi with k > 1: minimum epochs between picked checkpoints
+    # the default reads held-out data only and is chosen for its worst case (docs/selection.md);
+    # any registered policy (`ckptkd policies`), or a+b for the union of their picks
+    policy: str = "val-nll"
+    k: int = 1  # checkpoints each policy picks (a snapshot ensemble when > 1)
+    min_spacing: int = 0  # with k > 1: minimum epochs between picked checkpoints
     checkpoints: list[int] = field(default_factory=list)  # policy explicit: epochs to use
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)
 
 
 @dataclass
@@ -130,8 +177,13 @@ class StudyConfig:
     info: InfoConfig = field(default_factory=InfoConfig)
     teacher_seeds: list[int] = field(default_factory=lambda: [0, 1])
     student_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    ensemble_size: int = 2
+    ensemble_size: int = 2  # independent teachers in the full ensemble; checkpoints in snapshot ensembles
     estimators: list[str] = field(default_factory=lambda: ["kde", "renyi", "categorical", "binning"])
+    policies: list[str] = field(default_factory=list)  # selection policies measured ([]: every registered one)
+    # policies whose snapshot ensemble (k = ensemble_size) gets students of its own; the other
+    # policies' ensemble picks are reported, with a student where one of these cells has it
+    snapshot_policies: list[str] = field(default_factory=lambda: ["mi", "best-val", "val-nll"])
+    proxy: ProxyConfig = field(default_factory=ProxyConfig)  # policy proxy's budget
     device: str = "auto"
 
 
@@ -146,6 +198,7 @@ def from_dict(cls, data: Any, where: str = ""):
         raise CkptkdError(f"config section {where or 'top level'!r} must be a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
+    data = _legacy_keys(cls, data)
     defaults = cls()
     kwargs = {}
     for key, value in data.items():
@@ -156,11 +209,28 @@ def from_dict(cls, data: Any, where: str = ""):
             value = augment_choice(value)
         if dataclasses.is_dataclass(hints[key]) and isinstance(value, dict):
             # a partial section keeps this parent's defaults for it (teacher vs student models)
-            value = {**dataclasses.asdict(getattr(defaults, key)), **value}
+            value = {**dataclasses.asdict(getattr(defaults, key)), **_legacy_keys(hints[key], value)}
         kwargs[key] = _coerce(hints[key], value, path)
     obj = cls(**kwargs)
     validate(obj, where)
     return obj
+
+
+# keys that moved into a section of their own: (class, old key) -> section
+_MOVED = {("InfoConfig", "noise_fraction"): "kde", ("InfoConfig", "alpha"): "renyi", ("InfoConfig", "bins"): "binning"}
+
+
+def _legacy_keys(cls, data: dict) -> dict:
+    """``data`` with the keys of older configs moved where they live now (info.alpha -> info.renyi.alpha)."""
+    moved = {k: v for k, v in data.items() if (cls.__name__, k) in _MOVED}
+    if not moved:
+        return data
+    data = {k: v for k, v in data.items() if k not in moved}
+    for key, value in moved.items():
+        section = _MOVED[(cls.__name__, key)]
+        inner = data.get(section) if isinstance(data.get(section), dict) else {}
+        data[section] = {key: value, **inner}  # the new place wins when both are given
+    return data
 
 
 def _coerce(tp, value, path: str):
@@ -261,6 +331,7 @@ def validate(cfg, where: str = "") -> None:
         _check(0 < cfg.test_fraction < 1, f"data.test_fraction must be in (0, 1), got {cfg.test_fraction}")
         _check(cfg.image_size is None or cfg.image_size > 0, "data.image_size must be positive")
         _check(0 <= cfg.label_noise < 1, f"data.label_noise must be in [0, 1), got {cfg.label_noise}")
+        _check(0 <= cfg.val_fraction < 1, f"data.val_fraction must be in [0, 1), got {cfg.val_fraction}")
         _one_of("data.augment", augment_choice(cfg.augment), AUGMENT_CHOICES)
     elif isinstance(cfg, StageConfig):
         at = f"{where}." if where else ""  # teacher., student. or train.
@@ -277,22 +348,34 @@ def validate(cfg, where: str = "") -> None:
         _check(0 <= cfg.alpha <= 1, f"kd.alpha must be in [0, 1], got {cfg.alpha}")
         _one_of("kd.combine", cfg.combine, ("logits", "probs"))
     elif isinstance(cfg, SelectConfig):
-        policies = ("mi", "last", "halfway", "best-val", "explicit")
+        from .select import POLICIES, parse_policy  # the registry: a new policy needs no edit here
+
         for part in cfg.policy.split("+"):
-            _check(part in policies, f"select.policy must be one of {', '.join(policies)} (or a+b), "
-                                     f"got {cfg.policy!r}{closest(part, policies)}")
-        _check("explicit" not in cfg.policy or cfg.checkpoints, "select.policy explicit needs select.checkpoints (a list of epochs)")
+            _check(part in POLICIES, f"select.policy must be one of {', '.join(POLICIES)} (or a+b), "
+                                     f"got {cfg.policy!r}{closest(part, POLICIES)}")
+        _check("explicit" not in cfg.policy.split("+") or cfg.checkpoints,
+               "select.policy explicit needs select.checkpoints (a list of epochs)")
+        parse_policy(cfg.policy, k=cfg.k, epochs=cfg.checkpoints)
         _check(cfg.k >= 1, f"select.k must be at least 1, got {cfg.k}")
         _check(cfg.min_spacing >= 0, f"select.min_spacing must be >= 0, got {cfg.min_spacing}")
+    elif isinstance(cfg, ProxyConfig):
+        _check(0 < cfg.epoch_fraction <= 1, f"select.proxy.epoch_fraction must be in (0, 1], got {cfg.epoch_fraction}")
+        _check(0 < cfg.data_fraction <= 1, f"select.proxy.data_fraction must be in (0, 1], got {cfg.data_fraction}")
+    elif isinstance(cfg, KDEParams):
+        _check(cfg.noise_fraction > 0, f"info.kde.noise_fraction must be positive, got {cfg.noise_fraction}")
+    elif isinstance(cfg, RenyiParams):
+        _check(cfg.alpha > 0 and cfg.alpha != 1, f"info.renyi.alpha must be positive and not 1, got {cfg.alpha}")
+        _check(cfg.subset >= 10 and cfg.repeats >= 1, "info.renyi.subset must be at least 10 and repeats at least 1")
+    elif isinstance(cfg, BinningParams):
+        _check(cfg.bins >= 2, f"info.binning.bins must be at least 2, got {cfg.bins}")
     elif isinstance(cfg, InfoConfig):
-        _one_of("info.estimator", cfg.estimator, ("kde", "renyi", "categorical", "binning"))
+        from .info.registry import ESTIMATORS  # the names come from the registry
+
+        _one_of("info.estimator", cfg.estimator, tuple(ESTIMATORS))
         _one_of("info.features", cfg.features, ("penultimate", "logits", "softmax"))
         _one_of("info.scaling", cfg.scaling, ("minmax", "ceiling", "raw"))
         _check(cfg.tau > 0, f"info.tau must be positive, got {cfg.tau}")
         _check(cfg.probe_size >= 10, f"info.probe_size must be at least 10, got {cfg.probe_size}")
-        _check(cfg.noise_fraction > 0, f"info.noise_fraction must be positive, got {cfg.noise_fraction}")
-        _check(cfg.alpha > 0 and cfg.alpha != 1, f"info.alpha must be positive and not 1, got {cfg.alpha}")
-        _check(cfg.bins >= 2, f"info.bins must be at least 2, got {cfg.bins}")
         _check(cfg.weight_x >= 0 and cfg.weight_y >= 0 and cfg.weight_x + cfg.weight_y > 0,
                "info.weight_x and info.weight_y must be >= 0 and not both 0")
     elif isinstance(cfg, StudyConfig):
@@ -303,8 +386,16 @@ def validate(cfg, where: str = "") -> None:
         _check(2 <= cfg.ensemble_size <= len(cfg.teacher_seeds),
                f"study ensemble_size must be between 2 and the number of teacher_seeds ({len(cfg.teacher_seeds)}), "
                f"got {cfg.ensemble_size}; add teacher seeds for a bigger full ensemble")
+        from .info.registry import ESTIMATORS
+
         for e in cfg.estimators:
-            _one_of("study estimators", e, ("kde", "renyi", "categorical", "binning"))
+            _one_of("study estimators", e, tuple(ESTIMATORS))
+        from .select import POLICIES
+
+        scoring = [n for n, p in POLICIES.items() if not p.takes_epochs]
+        for name in cfg.policies + cfg.snapshot_policies:
+            _check(name in scoring, f"study policies must be policies that score checkpoints ({', '.join(scoring)}), "
+                                    f"got {name!r}{closest(name, scoring)}")
         _check(cfg.teacher.save_every > 0, "study teacher.save_every must be positive: the study needs checkpoints")
         saves = cfg.teacher.epochs // cfg.teacher.save_every
         _check(saves >= 2 * cfg.ensemble_size - 1,

@@ -19,7 +19,7 @@ from .data import Dataset, load_dataset
 from .distill import Teacher, distill, teacher_accuracy
 from .errors import CkptkdError
 from .models import create_model
-from .select import choose
+from .select import SelectionContext, choose
 from .train import resolve_device, train
 from .trajectory import Checkpoint, Run, read_json, write_json
 from .trajectory.run import config_hash
@@ -73,15 +73,15 @@ def _open_out(out: Path, cfg: RunConfig, overwrite: bool, resume: bool) -> None:
 
 
 def pick_teachers(cfg: RunConfig, teacher_run: Run, data: Dataset, device, progress: bool = True) -> list[Checkpoint]:
+    """``cfg.select``'s checkpoints of the teacher's trajectory; the inputs the policy reads are
+    cached in the teacher's run folder (rank 0 computes them, every rank gets the picks)."""
     ckpts = teacher_run.checkpoints()
-    scores = None
-    if "mi" in cfg.select.policy.split("+"):
-        from .info.analyze import analyze_run
-
-        scores = parallel.main_only(lambda: [r["score"] for r in analyze_run(teacher_run, data, cfg.info,
-                                                                              device=device, progress=progress)])
-    return choose(cfg.select.policy, ckpts, k=cfg.select.k, scores=scores, epochs=cfg.select.checkpoints,
-                  min_spacing=cfg.select.min_spacing)
+    ctx = SelectionContext(data, device=device, folder=teacher_run.path, info=cfg.info, student=cfg.student,
+                           kd=cfg.kd, proxy=cfg.select.proxy, progress=progress, seed=cfg.seed)
+    epochs = parallel.main_only(lambda: [c.epoch for c in choose(
+        cfg.select.policy, ckpts, ctx, k=cfg.select.k, min_spacing=cfg.select.min_spacing,
+        epochs=cfg.select.checkpoints)])
+    return [c for c in ckpts if c.epoch in epochs]
 
 
 def run_pipeline(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, resume: bool = False,

@@ -53,6 +53,18 @@ def evaluate(model, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024, de
     return {"loss": loss / len(x), "acc": correct / len(x)}
 
 
+def held_out_metrics(model, data: Dataset, *, last: bool, device="cpu") -> dict:
+    """``val_loss``/``val_acc`` every epoch (when there is a validation split), and
+    ``test_loss``/``test_acc`` only at the end of the stage: the test split is for reporting,
+    so nothing chosen during or after training can have looked at it."""
+    out = {}
+    for split, x, y in (("val", data.x_val, data.y_val), ("test", data.x_test, data.y_test)):
+        if len(y) and (split == "val" or last):
+            m = evaluate(model, x, y, device=device)
+            out |= {f"{split}_loss": m["loss"], f"{split}_acc": m["acc"]}
+    return out
+
+
 def lr_factor(stage: StageConfig, step: int, steps_per_epoch: int) -> float:
     """Multiplier of the base learning rate at optimizer step ``step``."""
     if stage.schedule == "cosine":
@@ -64,6 +76,9 @@ def lr_factor(stage: StageConfig, step: int, steps_per_epoch: int) -> float:
 def fit(model: nn.Module, method, data: Dataset, stage: StageConfig, *, seed: int, device="cpu",
         run: Run | None = None, progress: bool = True, desc: str = "train", resume: bool = False) -> dict:
     """Train ``model`` in place with SGD for ``stage.epochs``; return the last epoch's metrics.
+
+    Every epoch is evaluated on ``data``'s validation split; the test split only after the
+    last epoch (an empty split is skipped).
 
     With ``run``, every epoch is logged to metrics.jsonl and a checkpoint is saved every
     ``stage.save_every`` epochs and at the end, together with the full training state; with
@@ -139,12 +154,11 @@ def fit(model: nn.Module, method, data: Dataset, stage: StageConfig, *, seed: in
             correct += (logits.argmax(1) == y).sum().item()
         parallel.sync_buffers(model, world)
         loss_sum, correct, seen = parallel.all_sum([loss_sum, correct, seen], world)
-        test = evaluate(model, data.x_test, data.y_test, device=device)
         record = {"epoch": epoch, "step": step, "lr": opt.param_groups[0]["lr"],
                   "train_loss": loss_sum / seen, "train_acc": correct / seen,
-                  "test_loss": test["loss"], "test_acc": test["acc"],
                   "samples_per_s": seen / (time.perf_counter() - t0)}
-        bar.set_postfix(loss=f"{record['train_loss']:.3f}", acc=f"{test['acc']:.3f}",
+        record |= held_out_metrics(model, data, last=epoch == stage.epochs, device=device)
+        bar.set_postfix(loss=f"{record['train_loss']:.3f}", val=f"{record.get('val_acc', float('nan')):.3f}",
                         sps=f"{record['samples_per_s']:.0f}")
         if run is not None:
             run.log(record)

@@ -28,7 +28,7 @@ def ckptkd_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def digits():
-    """scikit-learn's 8x8 digits: 1437 train / 360 test images of 10 classes."""
+    """scikit-learn's 8x8 digits: 1293 train / 144 validation / 360 test images of 10 classes."""
     return load_dataset(DataConfig(spec="digits"))
 
 

@@ -57,10 +57,25 @@ def test_section_must_be_a_mapping():
     ("select", "k", 0, "select.k must be at least 1"),
     ("info", "probe_size", 5, "info.probe_size must be at least 10"),
     ("data", "test_fraction", 1.0, r"data.test_fraction must be in \(0, 1\)"),
+    ("data", "val_fraction", 1.0, r"data.val_fraction must be in \[0, 1\)"),
+    ("info", "kde", {"noise_fraction": 0}, "info.kde.noise_fraction must be positive"),
+    ("info", "renyi", {"alpha": 1}, "info.renyi.alpha must be positive and not 1"),
+    ("info", "binning", {"bins": 1}, "info.binning.bins must be at least 2"),
+    ("info", "estimator", "kdee", "did you mean 'kde'"),
+    ("select", "proxy", {"data_fraction": 0}, r"select.proxy.data_fraction must be in \(0, 1\]"),
 ])
 def test_out_of_range_values_are_refused(section, key, value, message):
     with pytest.raises(CkptkdError, match=message):
         from_dict(RunConfig, {section: {key: value}})
+
+
+def test_flat_estimator_keys_of_older_configs_still_read():
+    info = from_dict(RunConfig, {"info": {"noise_fraction": 0.3, "alpha": 2.0, "bins": 5}}).info
+    assert (info.kde.noise_fraction, info.renyi.alpha, info.binning.bins) == (0.3, 2.0, 5)
+    both = from_dict(RunConfig, {"info": {"alpha": 2.0, "renyi": {"alpha": 3.0}}}).info
+    assert both.renyi.alpha == 3.0  # the key's new place wins
+    with pytest.raises(CkptkdError, match="info.renyi.alpha must be positive and not 1"):
+        from_dict(RunConfig, {"info": {"alpha": 1.0}})
 
 
 def test_explicit_policy_needs_epochs():

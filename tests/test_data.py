@@ -26,7 +26,7 @@ def _arrays(n=20, n_test=8, shape=(1, 16), classes=3, seed=0):
 
 def test_mnist1d_is_signals_of_length_40_in_10_classes():
     data = load_dataset(DataConfig(spec="mnist1d", num_samples=400))
-    assert data.x_train.shape == (320, 1, 40) and data.x_test.shape == (80, 1, 40)
+    assert data.x_train.shape == (288, 1, 40) and data.x_val.shape == (32, 1, 40) and data.x_test.shape == (80, 1, 40)
     assert data.x_train.dtype == torch.float32 and data.y_train.dtype == torch.int64
     assert data.num_classes == 10
     assert data.in_shape == (1, 40)
@@ -58,12 +58,12 @@ def test_mnist1d_generation_leaves_numpy_global_rng_alone():
 
 def test_digits_are_one_channel_8x8_images(digits):
     assert digits.x_train.shape[1:] == (1, 8, 8)
-    assert len(digits.x_train) + len(digits.x_test) == 1797
+    assert len(digits.x_train) + len(digits.x_val) + len(digits.x_test) == 1797
     assert digits.num_classes == 10
 
 
 def test_digits_split_is_stratified(digits):
-    train_counts = torch.bincount(digits.y_train, minlength=10).double()
+    train_counts = torch.bincount(torch.cat([digits.y_train, digits.y_val]), minlength=10).double()
     test_counts = torch.bincount(digits.y_test, minlength=10).double()
     fraction = test_counts / (train_counts + test_counts)
     assert torch.allclose(fraction, torch.full((10,), 0.2, dtype=torch.float64), atol=0.01)
@@ -74,12 +74,67 @@ def test_digits_do_not_flip(digits):
     assert digits.augment.flip is False and digits.augment.shift == 1
 
 
+# ---------------------------------------------------------------- the validation split
+
+
+def _ids(n=300, classes=(0.5, 0.3, 0.2)):
+    """An npz spec whose every training input is its own index, in classes of the given shares."""
+    y = np.concatenate([np.full(int(share * n), c) for c, share in enumerate(classes)])
+    x = np.arange(len(y), dtype=np.float32)[:, None, None].repeat(4, axis=2)
+    return dict(x=x, y=y, x_test=-np.ones((9, 1, 4), np.float32), y_test=np.arange(9) % len(classes))
+
+
+def test_val_split_is_stratified_seeded_and_disjoint_from_train(tmp_path):
+    spec = _write_npz(tmp_path / "d.npz", **_ids())
+    data = load_dataset(DataConfig(spec=spec, val_fraction=0.1))
+    train_ids, val_ids = set(data.x_train[:, 0, 0].long().tolist()), set(data.x_val[:, 0, 0].long().tolist())
+    assert not train_ids & val_ids and train_ids | val_ids == set(range(300))
+    assert torch.bincount(data.y_val).tolist() == [15, 9, 6]  # 10% of each class
+    assert torch.equal(load_dataset(DataConfig(spec=spec, val_fraction=0.1)).x_val, data.x_val)
+    assert not torch.equal(load_dataset(DataConfig(spec=spec, val_fraction=0.1, seed=1)).x_val, data.x_val)
+    assert data.x_test.shape == (9, 1, 4)  # the test split is never touched
+
+
+def test_val_fraction_zero_gives_an_empty_split_of_the_right_shape(tmp_path):
+    spec = _write_npz(tmp_path / "d.npz", **_ids())
+    data = load_dataset(DataConfig(spec=spec, val_fraction=0))
+    assert data.x_val.shape == (0, 1, 4) and data.y_val.shape == (0,) and data.y_val.dtype == torch.int64
+    assert len(data.x_train) == 300
+
+
+def test_the_fingerprint_covers_the_val_split(tmp_path):
+    arrays = _ids()
+    data = load_dataset(DataConfig(spec=_write_npz(tmp_path / "a.npz", **arrays)))
+    held = data.x_val[:, 0, 0].long().numpy()
+    arrays["x"][held] += 1000  # the same labels, so the same split: only the validation inputs differ
+    other = load_dataset(DataConfig(spec=_write_npz(tmp_path / "b.npz", **arrays)))
+    assert torch.equal(other.x_train, data.x_train) and not torch.equal(other.x_val, data.x_val)
+    assert other.fingerprint != data.fingerprint
+
+
+def test_label_noise_flips_train_and_val_alike_and_never_test():
+    clean = load_dataset(DataConfig(spec="digits"))
+    noisy = load_dataset(DataConfig(spec="digits", label_noise=0.3))
+    assert torch.equal(noisy.x_val, clean.x_val) and torch.equal(noisy.x_train, clean.x_train)  # the same split
+    assert torch.equal(noisy.y_test, clean.y_test)
+    for a, b in ((noisy.y_train, clean.y_train), (noisy.y_val, clean.y_val)):
+        assert 0.2 < (a != b).double().mean() < 0.4
+
+
+def test_val_fraction_out_of_range_is_refused():
+    from ckptkd.config import from_dict
+
+    for bad in (-0.1, 1.0):
+        with pytest.raises(CkptkdError, match=r"data.val_fraction must be in \[0, 1\)"):
+            from_dict(DataConfig, {"spec": "digits", "val_fraction": bad})
+
+
 # ---------------------------------------------------------------- npz and user functions
 
 
 def test_npz_file_loads_as_given(tmp_path):
     arrays = _arrays(shape=(2, 16))
-    data = load_dataset(_write_npz(tmp_path / "d.npz", **arrays))
+    data = load_dataset(DataConfig(spec=_write_npz(tmp_path / "d.npz", **arrays), val_fraction=0))
     assert data.x_train.shape == (20, 2, 16)
     assert np.array_equal(data.x_train.numpy(), arrays["x"])
     assert data.num_classes == 3
@@ -89,7 +144,7 @@ def test_npz_feature_vectors_get_a_channel_axis(tmp_path):
     arrays = _arrays()
     arrays["x"], arrays["x_test"] = arrays["x"][:, 0], arrays["x_test"][:, 0]  # (N, 16)
     data = load_dataset(_write_npz(tmp_path / "d.npz", **arrays))
-    assert data.x_train.shape == (20, 1, 16) and data.x_test.shape == (8, 1, 16)
+    assert data.x_train.shape == (18, 1, 16) and data.x_val.shape == (2, 1, 16) and data.x_test.shape == (8, 1, 16)
 
 
 def test_user_function_spec_loads_a_module_from_the_path(tmp_path, monkeypatch):
@@ -102,7 +157,7 @@ def test_user_function_spec_loads_a_module_from_the_path(tmp_path, monkeypatch):
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     data = load_dataset("my_ckptkd_dataset:make")
-    assert data.x_train.shape == (30, 1, 12) and data.num_classes == 2
+    assert data.x_train.shape == (27, 1, 12) and data.x_val.shape == (3, 1, 12) and data.num_classes == 2
 
 
 def test_user_function_that_cannot_be_imported_is_an_error():
@@ -116,8 +171,9 @@ def test_user_function_that_cannot_be_imported_is_an_error():
 def test_cifar10_folder_is_standardised_per_channel(tmp_path):
     write_fake_cifar(tmp_path, 10, n_train=50, n_test=10, seed=0)
     data = load_dataset(f"cifar10:{tmp_path}")
-    assert data.x_train.shape == (50, 3, 32, 32) and data.x_test.shape == (10, 3, 32, 32)
-    mean = data.x_train.mean(dim=(0, 2, 3))
+    assert data.x_train.shape == (45, 3, 32, 32) and data.x_val.shape == (5, 3, 32, 32)
+    assert data.x_test.shape == (10, 3, 32, 32)
+    mean = data.x_train.mean(dim=(0, 2, 3))  # the statistics of the training split proper
     std = data.x_train.std(dim=(0, 2, 3), unbiased=False)
     assert torch.allclose(mean, torch.zeros(3), atol=1e-4)
     assert torch.allclose(std, torch.ones(3), atol=1e-3)
@@ -130,7 +186,7 @@ def test_imagefolder_reads_pngs_one_class_per_folder(tmp_path):
         (tmp_path / cls).mkdir()
         for i in range(4):
             Image.fromarray(rng.integers(0, 256, (6, 6, 3), dtype=np.uint8)).save(tmp_path / cls / f"{i}.png")
-    data = load_dataset(DataConfig(spec=f"imagefolder:{tmp_path}", test_fraction=0.25))
+    data = load_dataset(DataConfig(spec=f"imagefolder:{tmp_path}", test_fraction=0.25, val_fraction=0))
     assert data.x_train.shape == (6, 3, 6, 6) and data.x_test.shape == (2, 3, 6, 6)
     assert data.num_classes == 2
     assert sorted(data.y_test.tolist()) == [0, 1]

@@ -307,3 +307,60 @@ def test_to_bits():
     assert to_bits(LOG2) == pytest.approx(1.0)
     assert to_bits(math.log(8)) == pytest.approx(3.0)
     assert torch.allclose(to_bits(torch.tensor([LOG2])), torch.tensor([1.0]))
+
+
+# ---------------------------------------------------------------- the registry
+
+
+def test_registered_estimators_are_the_functions_underneath():
+    from ckptkd.config import InfoConfig, KDEParams
+    from ckptkd.info.registry import ESTIMATORS, get_estimator
+
+    assert list(ESTIMATORS) == ["kde", "renyi", "categorical", "binning"]
+    g = torch.Generator().manual_seed(0)
+    f, y = torch.randn(200, 4, generator=g, dtype=torch.float64), torch.arange(200) % 3
+    info = InfoConfig(kde=KDEParams(noise_fraction=0.3))
+    out = get_estimator("kde").estimate(f, f, f, y, info)
+    direct = kde_mi(f, y, noise_fraction=0.3)
+    assert (out["ixf"], out["iyf"]) == (direct.ixf_upper, direct.iyf_upper)
+    with pytest.raises(CkptkdError, match="did you mean 'renyi'"):
+        get_estimator("reny")
+
+
+def test_analysis_cache_keys_survive_the_registry(trained_run, digits):
+    """Estimates cached before estimators had sections of their own are found again."""
+    import hashlib
+    import json
+
+    from ckptkd.config import InfoConfig
+    from ckptkd.info.analyze import _key
+
+    ckpt, cfg = trained_run.checkpoints()[0], InfoConfig(estimator="renyi")
+    old = {"estimator": "renyi", "features": "penultimate", "tau": 1.0, "probe_size": 2000, "probe_seed": 0,
+           "noise_fraction": 0.1, "alpha": 1.01, "bins": 30}
+    blob = json.dumps([ckpt.sha256, ckpt.model, digits.fingerprint, old], sort_keys=True)
+    assert _key(ckpt, digits, cfg) == hashlib.sha256(blob.encode()).hexdigest()
+    import dataclasses
+
+    more = dataclasses.replace(cfg, renyi=dataclasses.replace(cfg.renyi, repeats=5))
+    assert _key(ckpt, digits, more) != _key(ckpt, digits, cfg)  # a parameter off its default is keyed
+
+
+def test_a_new_estimator_is_one_registered_class(trained_run, digits):
+    from ckptkd.config import InfoConfig, from_dict
+    from ckptkd.info.analyze import analyze
+    from ckptkd.info.registry import ESTIMATORS, Estimator, register_estimator
+
+    @register_estimator
+    class Norm(Estimator):
+        name, summary = "norm-test-only", "mean feature norm, for this test"
+
+        def estimate(self, f, logits, x, y, info):
+            return {"ixf": float(f.norm(dim=1).mean()), "iyf": 0.0}
+
+    try:
+        cfg = from_dict(InfoConfig, {"estimator": "norm-test-only", "probe_size": 50}, "info")
+        rows = analyze(trained_run.checkpoints(), digits, cfg, progress=False)
+        assert all(r["ixf"] > 0 and r["iyf"] == 0 for r in rows)
+    finally:
+        del ESTIMATORS["norm-test-only"]

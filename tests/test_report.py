@@ -173,9 +173,9 @@ def synthetic_results() -> dict:
     epochs = [2, 4, 6]
     teacher_acc = {2: 0.80, 4: 0.86, 6: 0.90}
     student_acc = {"nokd": 0.70, "ckpt-0002": 0.74, "ckpt-0004": 0.78, "ckpt-0006": 0.76, "ens-full": 0.79,
-                   "ens-halfway-last": 0.77, "ens-mi": 0.785}
+                   "snap-0002-0006": 0.77, "snap-0004-0006": 0.785, "avg-all": 0.78, "avg-late": 0.775}
     group_teachers = {"ckpt-0002": [2], "ckpt-0004": [4], "ckpt-0006": [6], "ens-full": [6, 6],
-                      "ens-halfway-last": [2, 6], "ens-mi": [4, 6]}
+                      "snap-0002-0006": [2, 6], "snap-0004-0006": [4, 6], "avg-all": [2, 4, 6], "avg-late": [4, 6]}
     students = []
     for group, acc in student_acc.items():
         for seed in cfg.student_seeds:
@@ -193,7 +193,9 @@ def synthetic_results() -> dict:
     return {"config": to_dict(cfg),
             "teachers": [{"cell": f"teacher/seed{s}", "kind": "teacher", "group": "teacher", "seed": s, "acc": 0.9}
                          for s in cfg.teacher_seeds],
-            "students": students, "analysis": analysis, "mi_ensemble": [4, 6],
+            "students": students, "analysis": analysis,
+            "selection": {"mi": {"scores": [0.2, 1.6, 1.1], "pick": [4], "ensemble": [4, 6], "cost_s": 0.3},
+                          "last": {"scores": [2, 4, 6], "pick": [6], "ensemble": [2, 6], "cost_s": 0.0}},
             "trajectory": [{"epoch": e, "train_acc": teacher_acc[e] + 0.05, "test_acc": teacher_acc[e]} for e in epochs]}
 
 
@@ -207,17 +209,19 @@ def study_folder(tmp_path_factory) -> Path:
 
 
 def test_a_study_report_holds_all_its_tables_and_plots(study_folder):
-    from ckptkd.report.study import checkpoint_rows, table_ensembles, table_intermediate, table_selection
+    from ckptkd.report.study import checkpoint_rows, table_ensembles, table_intermediate, table_selection, table_terms
 
     results = synthetic_results()
     page = _check_self_contained(write_report(study_folder).read_text())
-    assert len(page.all("table")) == 4
-    n_rows = sum(len(t(results)) + 1 for t in (table_intermediate, table_ensembles, table_selection, checkpoint_rows))
+    assert len(page.all("table")) == 5
+    n_rows = sum(len(t(results)) + 1 for t in (table_intermediate, table_ensembles, table_selection, table_terms,
+                                               checkpoint_rows))
     assert len(page.all("tr")) == n_rows
     assert len(page.all("img")) == 4  # student vs epoch, plane by student, and the estimator's plane and score
     words = page.words
-    for expected in ("study tiny", "Full teacher vs intermediate teacher", "snapshot: halfway + last",
-                     "kde: total (Algorithm 1)", "binning: I(Y;F)", "within noise of the best", "Spearman"):
+    for expected in ("study tiny", "Full teacher vs intermediate teacher", "snapshot, picked by last",
+                     "snapshot, picked by mi", "trajectory average: all checkpoints", "kde: total (Algorithm 1)",
+                     "binning: I(Y;F)", "within noise of the best", "Spearman", "oracle: teacher test accuracy"):
         assert expected in words, expected
     best = max(checkpoint_rows(results), key=lambda r: r["student_mean"])
     assert f"best intermediate {best['epoch']}" in words

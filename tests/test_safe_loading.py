@@ -201,7 +201,7 @@ def test_a_poisoned_mnist1d_cache_file_is_not_unpickled(tmp_path, marker, monkey
     assert poisoned.exists()
     _live(lambda: np.load(poisoned, allow_pickle=True)["x"], marker)
     data = load_dataset(DataConfig(spec="mnist1d", num_samples=200))
-    assert len(data.x_train) + len(data.x_test) == 200
+    assert len(data.x_train) + len(data.x_val) + len(data.x_test) == 200
     assert not marker.exists()
     with np.load(poisoned, allow_pickle=False) as z:  # the very file was read, found damaged and regenerated
         assert z["x"].dtype.kind == "f"

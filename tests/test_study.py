@@ -1,18 +1,14 @@
 """The study runner: a resumable grid of cells, and the paper-style tables it produces."""
-import hashlib
 import json
 import shutil
-from dataclasses import asdict
 
 import pytest
-import yaml
 
 from ckptkd.config import StudyConfig, from_dict
 from ckptkd.data.cifar import write_fake_cifar
 from ckptkd.report import study as report
 from ckptkd.study import cells as cells_mod
 from ckptkd.study import run_study
-from ckptkd.trajectory import open_checkpoint
 
 TINY = {
     "name": "tiny",
@@ -48,9 +44,33 @@ def count_runs(monkeypatch):
 def test_the_grid_has_every_cell(finished_study):
     _, _, results = finished_study
     groups = {r["cell"].split("/")[1] for r in results["students"]}
-    assert groups == {"nokd", "ckpt-0001", "ckpt-0002", "ckpt-0003", "ens-full", "ens-halfway-last", "ens-mi"}
-    assert len(results["students"]) == 7 * 2 and len(results["teachers"]) == 2
+    picked = {report.snapshot_group(results["selection"][p]["ensemble"]) for p in ("mi", "best-val", "val-nll")}
+    snapshots = picked | {"snap-0001-0003"}  # and the paper's halfway + last (1.5 is a tie: the earlier)
+    assert groups == {"nokd", "ckpt-0001", "ckpt-0002", "ckpt-0003", "ens-full", "avg-all", "avg-late"} | snapshots
+    assert len(results["students"]) == len(groups) * 2 and len(results["teachers"]) == 2
     assert set(results["analysis"]) == {"kde", "categorical"}
+
+
+def test_every_registered_policy_is_measured_with_its_picks_and_cost(finished_study):
+    from ckptkd.select import POLICIES
+
+    _, _, results = finished_study
+    measured = results["selection"]
+    assert set(measured) == {name for name, p in POLICIES.items() if not p.takes_epochs}
+    for name, p in measured.items():
+        assert len(p["scores"]) == 3 and len(p["pick"]) == 1, name
+        assert len(p["ensemble"]) == 2 and p["ensemble"][1] - p["ensemble"][0] >= 2, name  # never neighbours
+        assert p["cost_s"] >= 0, name
+    assert measured["last"]["pick"] == [3] and measured["last"]["cost_s"] == 0
+    assert measured["proxy"]["cost_s"] > 0  # it distilled proxy students
+
+
+def test_trajectory_averages_teach_with_mean_probabilities(finished_study):
+    _, root, results = finished_study
+    avg = [r for r in results["students"] if r["group"] == "average"]
+    assert {tuple(r["teacher_epochs"]) for r in avg} == {(1, 2, 3), (2, 3)}
+    from ckptkd.trajectory import Run
+    assert Run(root / "cells" / "student" / "avg-all" / "seed0").config["cell"]["combine"] == "probs"
 
 
 def test_rerunning_a_finished_study_trains_nothing_and_gives_the_same_tables(finished_study, monkeypatch):
@@ -92,30 +112,15 @@ def test_a_moved_study_runs_nothing_again(finished_study, monkeypatch, tmp_path)
     assert report.render_markdown(again) == report.render_markdown(results)
 
 
-def test_cells_keyed_with_teacher_paths_are_adopted_once(finished_study, monkeypatch, tmp_path):
-    # studies written before keys left paths out: their cells still count, and get the new key
+def test_cells_are_keyed_by_what_the_data_is_not_how_its_config_is_spelled(finished_study, monkeypatch):
     cfg, root, _ = finished_study
     run_study(cfg, root, progress=False)
-    moved = tmp_path / "old"
-    shutil.copytree(root, moved)
-    cell_dir = moved / "cells" / "student" / "ckpt-0002" / "seed1"
-    config = yaml.safe_load((cell_dir / "config.yaml").read_text())
-    stage = {**asdict(cfg.student)}
-    old_parts = {"cell": config["cell"], "data": {**asdict(cfg.data), "augment": False}, "stage": stage, "kd": asdict(cfg.kd),
-                 "teacher_sha256": [open_checkpoint(t).sha256 for t in config["cell"]["teachers"]]}
-    result = json.loads((cell_dir / "result.json").read_text())
-    new_key = result["key"]
-    result["key"] = hashlib.sha256(json.dumps(old_parts, sort_keys=True).encode()).hexdigest()
-    (cell_dir / "result.json").write_text(json.dumps(result))
     calls = count_runs(monkeypatch)
-    run_study(cfg, moved, progress=False)
-    assert calls == []
-    assert json.loads((cell_dir / "result.json").read_text())["key"] == new_key
-    # a key that matches neither format is a different cell: it runs again
-    result["key"] = "0" * 64
-    (cell_dir / "result.json").write_text(json.dumps(result))
-    run_study(cfg, moved, progress=False)
-    assert calls == ["student/ckpt-0002/seed1"]
+    run_study(from_dict(StudyConfig, {**TINY, "data": {**TINY["data"], "image_size": 8}}), root, progress=False)
+    assert calls == []  # image_size means nothing to digits: the same arrays, the same cells
+    noisy = from_dict(StudyConfig, {**TINY, "data": {**TINY["data"], "label_noise": 0.1}})
+    assert cells_mod.cell_key(cells_mod.Cell("teacher/seed0", "teacher", 0, "teacher"), noisy) != \
+        cells_mod.cell_key(cells_mod.Cell("teacher/seed0", "teacher", 0, "teacher"), cfg)
 
 
 def synthetic_results():
@@ -126,7 +131,7 @@ def synthetic_results():
         for seed, acc in enumerate(values):
             students.append({"cell": f"student/ckpt-{epoch:04d}/seed{seed}", "acc": acc, "teacher_acc": 0.9,
                              "teacher_epochs": [epoch]})
-    for name, acc in (("nokd", 0.7), ("ens-full", 0.95), ("ens-halfway-last", 0.93), ("ens-mi", 0.94)):
+    for name, acc in (("nokd", 0.7), ("ens-full", 0.95), ("snap-0002-0003", 0.93)):
         students += [{"cell": f"student/{name}/seed{s}", "acc": acc, "teacher_acc": 0.97, "teacher_epochs": [2, 3]}
                      for s in range(2)]
     analysis = [{"epoch": e, "ixf": x, "iyf": y, "score": sc} for e, x, y, sc in
@@ -134,7 +139,13 @@ def synthetic_results():
     trajectory = [{"epoch": e, "train_acc": a, "test_acc": b} for e, a, b in ((1, .8, .8), (2, .95, .9), (3, 1., .92))]
     cfg = {"name": "synthetic", "info": {"estimator": "kde"}, "data": {"spec": "digits", "label_noise": 0.0},
            "teacher": {"model": "t"}, "student": {"model": "s"}, "student_seeds": [0, 1]}
-    return {"config": cfg, "students": students, "analysis": {"kde": analysis}, "trajectory": trajectory}
+    for s in students:
+        s["group"], s["wall_s"] = ("ckpt" if "ckpt-" in s["cell"] else s["cell"].split("/")[1]), 2.0
+    selection = {"mi": {"scores": [0.5, 1.5, 0.8], "pick": [2], "ensemble": [2, 3], "cost_s": 1.0},
+                 "last": {"scores": [1, 2, 3], "pick": [3], "ensemble": [2, 3], "cost_s": 0.0},
+                 "best-val": {"error": "policy best-val needs a validation split; set data.val_fraction > 0"}}
+    return {"config": cfg, "students": students, "analysis": {"kde": analysis}, "trajectory": trajectory,
+            "selection": selection}
 
 
 def test_tables_of_a_synthetic_grid():
@@ -143,14 +154,41 @@ def test_tables_of_a_synthetic_grid():
     assert inter["full (last)"]["epoch"] == 3 and inter["best intermediate"]["epoch"] == 2
     assert inter["best intermediate"]["delta_vs_full"] == pytest.approx(0.91 - 0.85)
     assert inter["none (no KD)"]["student_mean"] == pytest.approx(0.7)
-    sel = {row["rule"]: row for row in report.table_selection(r)}
-    assert sel["kde: total (Algorithm 1)"]["epoch"] == 2 and sel["kde: total (Algorithm 1)"]["regret"] == 0
-    assert sel["kde: I(X;F)"]["epoch"] == 1 and sel["kde: I(X;F)"]["regret"] == pytest.approx(0.10)
-    assert sel["kde: total (Algorithm 1)"]["spearman"] == pytest.approx(1.0)
-    assert sel["kde: I(X;F)"]["spearman"] == pytest.approx(-0.5)
-    v = report.verdicts(r)
-    assert v["within_noise_of_best"] and v["not_worse_than_full"]
-    assert "| best intermediate | 2 |" in report.render_markdown(r)
+    terms = {row["rule"]: row for row in report.table_terms(r)}
+    assert terms["kde: total (Algorithm 1)"]["epoch"] == 2 and terms["kde: total (Algorithm 1)"]["regret"] == 0
+    assert terms["kde: I(X;F)"]["epoch"] == 1 and terms["kde: I(X;F)"]["regret"] == pytest.approx(0.10)
+    assert terms["kde: total (Algorithm 1)"]["spearman"] == pytest.approx(1.0)
+    assert terms["kde: I(X;F)"]["spearman"] == pytest.approx(-0.5)
+    sel = {row["policy"]: row for row in report.table_selection(r)}
+    nz = report.noise(r)  # pooled std of [.81, .81], [.91, .91] and [.85, .85]
+    assert nz == pytest.approx(0.01 * 2 ** 0.5 * (2 / 3) ** 0.5)
+    assert sel["mi"]["regret"] == 0 and sel["mi"]["delta_vs_last"] == pytest.approx(0.06)
+    assert sel["mi"]["gap_recovered"] == pytest.approx(1.0)  # best - last = 0.06 > 2 x noise: all of it won back
+    assert sel["last"]["regret_noise"] == pytest.approx(0.06 / nz) and sel["last"]["gap_recovered"] == 0
+    assert sel["mi"]["cost"] == pytest.approx(0.5)  # 1 s of analysis against 2 s per full distillation
+    assert sel["mi"]["k2_mean"] == pytest.approx(0.93)
+    assert "error" in sel["best-val"]
+    v = report.verdicts(r, "mi")
+    assert v["within_noise_of_best"] and v["not_worse_than_last"]
+    assert not report.verdicts(r, "last")["within_noise_of_best"]
+    md = report.render_markdown(r)
+    assert "| best intermediate | 2 |" in md and "best-val did not run: policy best-val needs a validation split" in md
+
+
+def test_the_benchmark_judges_policies_by_their_worst_study():
+    from ckptkd.report import selection as bench
+
+    good, bad = synthetic_results(), synthetic_results()
+    bad["selection"]["mi"] = {"scores": [1.5, 0.5, 0.8], "pick": [1], "ensemble": [1, 3], "cost_s": 9.0}
+    rows = {row["policy"]: row for row in bench.summary([good, bad])}
+    mi = rows["mi"]
+    assert (mi["wins"], mi["ties"], mi["losses"]) == (1, 0, 1)
+    assert mi["worst_regret_noise"] == pytest.approx((0.91 - 0.81) / report.noise(bad))
+    assert mi["worst_recovery"] == pytest.approx((0.81 - 0.85) / 0.06)
+    assert mi["meets"] == ["regret > noise", "below last by > noise", "recovers < 80% of the gap",
+                           "costs > 1 distillation"]
+    assert rows["best-val"]["note"] == "did not run on every study"
+    assert "| last | 6.00 |" in bench.render_summary(bench.summary([good, bad]))
 
 
 def test_spearman_and_mean_std_by_hand():
@@ -165,7 +203,7 @@ def test_study_tables_and_plots_are_written(finished_study):
     _, root, results = finished_study
     paths = report.write_tables(results, root) + report.plot_study(results, root)
     assert all(p.exists() and p.stat().st_size > 0 for p in paths)
-    assert json.loads((root / "tables.json").read_text())["verdicts"]["estimator"] == "kde"
+    assert json.loads((root / "tables.json").read_text())["verdicts"]["policy"] == "mi"
 
 
 def test_study_end_to_end_on_a_cifar_format_folder(tmp_path):
@@ -177,7 +215,8 @@ def test_study_end_to_end_on_a_cifar_format_folder(tmp_path):
         "info": {"probe_size": 40}, "student_seeds": [0], "estimators": ["kde"],
     })
     results = run_study(cfg, tmp_path / "study", progress=False)
-    assert len(results["students"]) == 7 and "| full (last) | 3 |" in report.render_markdown(results)
+    groups = {r["cell"].split("/")[1] for r in results["students"]}
+    assert len(results["students"]) == len(groups) and "| full (last) | 3 |" in report.render_markdown(results)
 
 
 def test_every_invocation_is_logged_even_an_interrupted_one(monkeypatch, tmp_path):
@@ -198,7 +237,7 @@ def test_every_invocation_is_logged_even_an_interrupted_one(monkeypatch, tmp_pat
     results = run_study(cfg, tmp_path, progress=False)
     first, second = results["invocations"]
     assert (first["status"], first["cells_run"]) == ("interrupted", 2)
-    assert (second["status"], second["cells_run"]) == ("finished", 2 + 7 - 2)  # 2 teachers + 7 students in all
+    assert (second["status"], second["cells_run"]) == ("finished", 2 + len(results["students"]) - 2)
     assert all(i["elapsed_s"] > 0 and i["jobs"] == 1 for i in (first, second))
     # a kill leaves a start line only; it is reported, without a time
     (tmp_path / "invocations.jsonl").open("a").write('{"event": "start", "id": "x", "jobs": 2}\n{"event": "e')

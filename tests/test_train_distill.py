@@ -1,13 +1,12 @@
-"""The KD loss, ensemble teachers, the training loop, learning-rate schedules, and teacher selection."""
+"""The KD loss, ensemble teachers, the training loop and learning-rate schedules (selection: test_select.py)."""
 import math
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from ckptkd import (KD, Checkpoint, CkptkdError, KDConfig, Run, StageConfig, Teacher, choose, create_model, distill,
-                    fit, kd_loss, train)
+from ckptkd import (KD, CkptkdError, DataConfig, KDConfig, Run, StageConfig, Teacher, create_model, distill, fit,
+                    kd_loss, load_dataset, train)
 from ckptkd.distill import combine_log_probs
 from ckptkd.train import CrossEntropy, lr_factor
 
@@ -119,6 +118,26 @@ def test_fit_saves_every_n_epochs_and_at_the_end(digits, tmp_path):
     assert run.checkpoints()[-1].meta["test_acc"] == record["test_acc"]
 
 
+def test_fit_evaluates_val_every_epoch_and_test_only_at_the_end(digits, tmp_path):
+    stage = StageConfig(model="mlp_xs", epochs=3, batch_size=64, save_every=1)
+    run = Run.create(tmp_path / "run", {}, model="mlp_xs", num_classes=10, in_shape=digits.in_shape,
+                     data_fingerprint=digits.fingerprint)
+    record = fit(create_model("mlp_xs", 10, digits.in_shape), CrossEntropy(), digits, stage, seed=0, run=run,
+                 progress=False)
+    metrics = run.metrics()
+    assert all(0 <= m["val_acc"] <= 1 and math.isfinite(m["val_loss"]) for m in metrics)
+    assert ["test_acc" in m for m in metrics] == [False, False, True]
+    assert ["test_acc" in c.meta for c in run.checkpoints()] == [False, False, True]
+    assert record["test_acc"] == metrics[-1]["test_acc"] and record["val_acc"] == run.checkpoints()[-1].meta["val_acc"]
+
+
+def test_fit_without_a_validation_split_records_no_val_keys(tmp_path):
+    data = load_dataset(DataConfig(spec="digits", val_fraction=0))
+    record = fit(create_model("mlp_xs", 10, data.in_shape), CrossEntropy(), data,
+                 StageConfig(model="mlp_xs", epochs=1, batch_size=64), seed=0, progress=False)
+    assert "val_acc" not in record and "val_loss" not in record and 0 <= record["test_acc"] <= 1
+
+
 def test_train_marks_the_run_complete(trained_run):
     assert trained_run.complete
     assert [c.epoch for c in trained_run.checkpoints()] == [1, 2, 3]
@@ -162,75 +181,3 @@ def test_multistep_schedule_by_hand():
     stage = StageConfig(epochs=4, schedule="multistep", milestones=[2, 3], gamma=0.1)
     factors = [lr_factor(stage, step, 10) for step in (0, 19, 20, 29, 30, 39)]
     assert factors == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
-
-
-# ---------------------------------------------------------------- choosing checkpoints
-
-
-def _trajectory(epochs=(2, 4, 6, 8, 10), accs=None):
-    return [Checkpoint(Path(f"epoch_{e:04d}.safetensors"), e, {} if accs is None else {"test_acc": a})
-            for e, a in zip(epochs, accs or [None] * len(epochs))]
-
-
-def _epochs(ckpts):
-    return [c.epoch for c in ckpts]
-
-
-def test_choose_last():
-    assert _epochs(choose("last", _trajectory())) == [10]
-
-
-def test_choose_halfway_takes_the_earlier_on_a_tie():
-    assert _epochs(choose("halfway", _trajectory())) == [4]  # 4 and 6 are both 1 from 5
-    assert _epochs(choose("halfway", _trajectory((3, 6, 9, 12)))) == [6]
-
-
-def test_choose_best_val():
-    ckpts = _trajectory(accs=[0.5, 0.9, 0.7, 0.9, 0.8])
-    assert _epochs(choose("best-val", ckpts)) == [8]  # a tie goes to the later epoch
-
-
-def test_choose_explicit_epochs():
-    assert _epochs(choose("explicit", _trajectory(), epochs=[8, 4])) == [8, 4]
-
-
-def test_choose_halfway_plus_last_is_an_ensemble():
-    assert _epochs(choose("halfway+last", _trajectory())) == [4, 10]
-
-
-SCORES = [0.1, 0.9, 0.8, 0.2, 0.5]
-
-
-def test_choose_mi_takes_the_top_score():
-    assert _epochs(choose("mi", _trajectory(), scores=SCORES)) == [4]
-
-
-def test_choose_mi_ensemble_respects_min_spacing():
-    assert _epochs(choose("mi", _trajectory(), scores=SCORES, k=2)) == [4, 6]
-    assert _epochs(choose("mi", _trajectory(), scores=SCORES, k=2, min_spacing=4)) == [4, 10]
-
-
-def test_choose_mi_ensemble_never_paints_itself_into_a_corner():
-    # epochs 2..10; the best (6) leaves no pair 6 epochs apart, so the best feasible pair is taken
-    assert _epochs(choose("mi", _trajectory(), scores=[0.1, 0.2, 0.9, 0.3, 0.4], k=2, min_spacing=6)) == [4, 10]
-    assert _epochs(choose("mi", _trajectory(), scores=[0.1, 0.2, 0.9, 0.3, 0.4], k=3, min_spacing=4)) == [2, 6, 10]
-
-
-def test_choose_mi_cannot_space_too_many():
-    with pytest.raises(CkptkdError, match="cannot pick 3"):
-        choose("mi", _trajectory(), scores=SCORES, k=3, min_spacing=5)
-
-
-def test_unknown_policy_suggests_the_closest():
-    with pytest.raises(CkptkdError, match="did you mean 'halfway'"):
-        choose("halfwya", _trajectory())
-
-
-def test_explicit_epoch_that_was_not_saved():
-    with pytest.raises(CkptkdError, match=r"no checkpoint at epoch 5.*\[2, 4, 6, 8, 10\]"):
-        choose("explicit", _trajectory(), epochs=[4, 5])
-
-
-def test_best_val_without_metrics_is_an_error():
-    with pytest.raises(CkptkdError, match="best-val needs"):
-        choose("best-val", _trajectory())

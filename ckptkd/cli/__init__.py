@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from .. import __version__
+from ..config import SelectConfig
 from ..errors import CkptkdError
 
 
@@ -69,8 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     _common_flags(p)
     _out_flags(p, default="runs/default")
     _augment_flag(p)
-    p.add_argument("--policy", dest="select.policy", help="mi (default), last, halfway, best-val, or a+b")
-    p.add_argument("-k", type=int, dest="select.k", help="checkpoints in the chosen ensemble (policy mi)")
+    p.add_argument("--policy", dest="select.policy", help=f"{SelectConfig().policy} (default), mi (Algorithm 1), or any "
+                   "of `ckptkd policies`, or a+b")
+    p.add_argument("-k", type=int, dest="select.k", help="checkpoints each policy picks (a snapshot ensemble)")
+    p.add_argument("--checkpoints", type=int, nargs="+", dest="select.checkpoints", metavar="EPOCH",
+                   help="policy explicit: the epochs to use")
     p.add_argument("--teacher-model", dest="teacher.model", help="teacher architecture")
     p.add_argument("--student-model", dest="student.model", help="student architecture")
     p.add_argument("--teacher-epochs", type=int, dest="teacher.epochs")
@@ -120,7 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "select":
             p.add_argument("-k", type=int, default=1, help="checkpoints in a snapshot ensemble")
             p.add_argument("--min-spacing", type=int, default=0, help="minimum epochs between picks")
-            p.add_argument("--policy", default="mi", help="mi (default), last, halfway, best-val, or a+b")
+            p.add_argument("--policy", default=SelectConfig().policy, help=f"{SelectConfig().policy} (default), mi "
+                           "(Algorithm 1), or any of `ckptkd policies`, or a+b")
+            p.add_argument("--checkpoints", type=int, nargs="+", metavar="EPOCH", help="policy explicit: the epochs")
+            p.add_argument("--student-model", dest="student.model", help="policy proxy: the student's architecture")
+            p.add_argument("--student-epochs", type=int, dest="student.epochs", help="policy proxy: the student's epochs")
 
     p = sub.add_parser("study", help="run a study grid (resumable) and write its tables and plots")
     p.add_argument("config_file", help="study YAML (see configs/studies/)")
@@ -135,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="the HTML file to write (default RUN_OR_STUDY/report.html)")
 
     sub.add_parser("models", help="list the registered architectures")
+    sub.add_parser("policies", help="list the registered selection policies")
     return parser
 
 

@@ -157,12 +157,12 @@ def analyze(args, overrides):
         return
     print(format_analysis(rows, cfg))
     if any(r["saturated"] for r in rows):
-        print("warning: some estimates are within 5% of log N (saturated); raise --noise-fraction or the probe size")
+        print("warning: some estimates are within 5% of log N (saturated); raise info.kde.noise_fraction (in --config) or the probe size")
     print(f"wrote {args.run}/analysis.json, analysis.csv, " + ", ".join(p.name for p in plots))
 
 
 def format_analysis(rows: list[dict], cfg: InfoConfig) -> str:
-    head = f"{'epoch':>6} {'I(X;F)':>8} {'I(Y;F)':>8} {'~I(X;F)':>8} {'~I(Y;F)':>8} {'score':>7} {'acc':>7}"
+    head = f"{'epoch':>6} {'I(X;F)':>8} {'I(Y;F)':>8} {'~I(X;F)':>8} {'~I(Y;F)':>8} {'score':>7} {'val acc':>7}"
     lines = [f"estimator {cfg.estimator} on {cfg.features}, nats; ~ = {cfg.scaling} scaled", head, "-" * len(head)]
     best = max(range(len(rows)), key=lambda i: rows[i]["score"])
     for i, r in enumerate(rows):
@@ -174,30 +174,78 @@ def format_analysis(rows: list[dict], cfg: InfoConfig) -> str:
 
 
 def select(args, overrides):
-    from ..select import check_k, choose
+    from ..select import check_k, choose, get_policy, parse_policy, policy_scores
     from ..trajectory import open_trajectory
 
     if args.k < 1 or args.min_spacing < 0:
         raise CkptkdError(f"-k must be at least 1 and --min-spacing at least 0, got -k {args.k} "
                           f"--min-spacing {args.min_spacing}")
+    epochs = args.checkpoints or []
+    parts = parse_policy(args.policy, k=args.k, epochs=epochs)
     ckpts = open_trajectory(args.run, args.model)
-    rows = None
-    if "mi" in args.policy.split("+"):
-        check_k(ckpts, args.k, args.min_spacing)  # before the analysis, which is the slow part
-        _, _, rows = _analysis(args, overrides, ckpts)
-    scores = [r["score"] for r in rows] if rows else None
-    picked = choose(args.policy, ckpts, k=args.k, scores=scores, min_spacing=args.min_spacing)
-    ranking = sorted(rows, key=lambda r: -r["score"]) if rows else []
+    if any(p != "explicit" for p in parts):
+        check_k(ckpts, args.k, args.min_spacing)  # before any scores, which are the slow part
+    ctx = _selection_context(args, overrides)
+    scored = [p for p in parts if p != "explicit"]
+    scores = {p: policy_scores(p, ckpts, ctx) for p in scored}
+    costs = {p: get_policy(p).cost_s(ckpts, ctx) for p in scored}
+    picked = choose(args.policy, ckpts, ctx, k=args.k, min_spacing=args.min_spacing, epochs=epochs, scores=scores)
+    rankings = {p: sorted(({"epoch": c.epoch, "score": s} for c, s in zip(ckpts, scores[p])),
+                          key=lambda r: (-r["score"], -r["epoch"])) for p in scored}
     if args.json:
-        print(json.dumps({"policy": args.policy, "k": args.k,
+        print(json.dumps({"policy": args.policy, "k": args.k, "min_spacing": args.min_spacing,
                           "chosen": [{"epoch": c.epoch, "path": str(c.path)} for c in picked],
-                          "ranking": ranking}, indent=2))
+                          "ranking": rankings[scored[0]] if len(scored) == 1 else [],
+                          "parts": [{"policy": p, "cost_s": costs[p], "ranking": rankings[p]} for p in scored],
+                          "cost_s": sum(costs.values())}, indent=2))
         return
-    if ranking:
-        print("rank  epoch   score")
-        for i, r in enumerate(ranking, 1):
-            print(f"{i:>4} {r['epoch']:>6} {r['score']:>7.3f}")
+    for p in scored:
+        print(f"policy {p} (inputs took {costs[p]:.1f} s)")
+        print("rank  epoch      score")
+        for i, r in enumerate(rankings[p], 1):
+            print(f"{i:>4} {r['epoch']:>6} {r['score']:>10.4f}")
     print(f"chosen ({args.policy}, k={args.k}): " + ", ".join(f"epoch {c.epoch} ({c.path})" for c in picked))
+
+
+def _selection_context(args, overrides):
+    """What ``ckptkd select`` reads: the run's data (with its validation split), --config's
+    info, student, kd and select.proxy sections (the run folder's config for what it lacks),
+    and the flags on top."""
+    from ..config import KDConfig, ProxyConfig, StageConfig
+    from ..select import SelectionContext
+    from ..train import resolve_device
+
+    yaml_cfg = read_yaml(args.config) if args.config else {}
+    run_cfg = {}
+    if (Path(args.run) / "manifest.json").exists() and (Path(args.run) / "config.yaml").exists():
+        from ..trajectory import Run
+
+        run_cfg = Run(args.run).config or {}
+
+    def section(name: str, cls):
+        base = yaml_cfg.get(name) or run_cfg.get(name) or {}
+        flags = {k.split(".", 1)[1]: v for k, v in overrides.items() if k.startswith(f"{name}.")}
+        return from_dict(cls, {**base, **flags}, name) if base or flags else None
+
+    chosen = yaml_cfg.get("select") or run_cfg.get("select") or {}
+    proxy = (chosen.get("proxy") if isinstance(chosen, dict) else chosen) or {}
+    data = load_dataset(_data_config(args, overrides))
+    device = resolve_device(overrides.get("device", "auto"))
+    seed = overrides.get("seed", run_cfg.get("seed", 0))
+    return SelectionContext(data, device=device, folder=args.run, info=section("info", InfoConfig) or InfoConfig(),
+                            student=section("student", StageConfig), kd=section("kd", KDConfig),
+                            proxy=from_dict(ProxyConfig, proxy, "select.proxy"), progress=_progress(args), seed=seed)
+
+
+def policies(args, overrides):
+    from ..config import SelectConfig
+    from ..select import POLICIES
+
+    width = max(len(n) for n in POLICIES)
+    for name, p in POLICIES.items():
+        needs = f"  [needs {', '.join(p.needs)}]" if p.needs else ""
+        default = "  (default)" if name == SelectConfig().policy else ""
+        print(f"{name:<{width}}  {p.summary}{needs}{default}")
 
 
 def study(args, overrides):

@@ -1,13 +1,17 @@
 """Data: datasets named by spec strings, loaded into memory as checked tensors.
 
 >>> data = load_dataset(DataConfig(spec="digits"))
->>> data.x_train.shape, data.num_classes
-(torch.Size([1437, 1, 8, 8]), 10)
+>>> data.x_train.shape, data.x_val.shape, data.num_classes
+(torch.Size([1293, 1, 8, 8]), torch.Size([144, 1, 8, 8]), 10)
+
+The validation split (``DataConfig.val_fraction``) is carved from the training data after
+the source is read, class-stratified and seeded: training never sees it, selection reads
+it, and the test split is left for reporting alone.
 """
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -33,7 +37,15 @@ class Dataset:
     augment: Augment
     fingerprint: str  # sha256 of the arrays: what a cached teacher output or analysis is keyed on
     view_seed: int = 0  # seeds the augmented views; shared by every model trained on this data
+    x_val: torch.Tensor = field(default=None)  # held out of training; empty when val_fraction is 0
+    y_val: torch.Tensor = field(default=None)
     augment_why: str = "asked for"  # or "default for npz", ...: how ``augment`` was chosen
+
+    def __post_init__(self):
+        if self.x_val is None:
+            self.x_val = torch.empty((0, *self.x_train.shape[1:]), dtype=self.x_train.dtype)
+        if self.y_val is None:
+            self.y_val = torch.empty(0, dtype=torch.int64)
 
     @property
     def augment_line(self) -> str:
@@ -79,17 +91,22 @@ def load_dataset(cfg: DataConfig | str) -> Dataset:
     if x.ndim == 2 and xt.ndim == 2:  # plain feature vectors: one channel of length d
         x, xt = x[:, None, :], xt[:, None, :]
     _check_arrays(cfg.spec, x, y, xt, yt)
-    if x.dtype == np.uint8:  # images: scale, then standardise per channel with training stats
-        x, xt = x.astype(np.float32) / 255.0, xt.astype(np.float32) / 255.0
-        axes = (0,) + tuple(range(2, x.ndim))
-        mean, std = x.mean(axes, keepdims=True), x.std(axes, keepdims=True) + 1e-8
-        x, xt = (x - mean) / std, (xt - mean) / std
     num_classes = int(max(y.max(), yt.max())) + 1
     _warn_empty_classes(cfg.spec, y, num_classes)
+    # the split is drawn from the labels as read, so every label_noise holds out the same samples;
+    # the noise then flips training and validation labels alike, as in a user's own noisy data
+    val = validation_mask(cfg.spec, y, cfg.val_fraction, cfg.seed)
     if cfg.label_noise:
         y = flip_labels(y, num_classes, cfg.label_noise, cfg.seed)
+    x, y, xv, yv = x[~val], y[~val], x[val], y[val]
+    if x.dtype == np.uint8:  # images: scale, then standardise per channel with training stats
+        x, xv, xt = (a.astype(np.float32) / 255.0 for a in (x, xv, xt))
+        axes = (0,) + tuple(range(2, x.ndim))
+        mean, std = x.mean(axes, keepdims=True), x.std(axes, keepdims=True) + 1e-8
+        x, xv, xt = ((a - mean) / std for a in (x, xv, xt))
     fp = hashlib.sha256()
-    for a in (x, y, xt, yt):
+    # an empty validation split leaves the fingerprint what it was before splits existed
+    for a in (x, y, xt, yt) + ((xv, yv) if len(yv) else ()):
         fp.update(str(a.shape).encode())
         fp.update(np.ascontiguousarray(a).tobytes())
     choice = augment_choice(cfg.augment)
@@ -105,8 +122,35 @@ def load_dataset(cfg: DataConfig | str) -> Dataset:
         augment=aug,
         fingerprint=fp.hexdigest(),
         view_seed=cfg.seed,
+        x_val=torch.from_numpy(np.ascontiguousarray(xv, dtype=np.float32)),
+        y_val=torch.from_numpy(yv.astype(np.int64)),
         augment_why=why,
     )
+
+
+def validation_mask(spec: str, y: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """True for the ``fraction`` of the training samples held out for validation, class-stratified.
+
+    Every class gives ``fraction`` of its samples (rounded, the remainder going to the largest
+    classes), drawn with a generator seeded by ``seed``, so the split depends on the labels and
+    the seed alone. Indexing with the mask keeps the original sample order in both parts.
+    """
+    n = len(y)
+    size = int(round(fraction * n))
+    val = np.zeros(n, dtype=bool)
+    if size == 0:
+        return val
+    if size >= n:
+        raise CkptkdError(f"dataset {spec!r}: data.val_fraction {fraction} leaves no training samples out of {n}; "
+                          "lower it")
+    rng = np.random.default_rng(seed + 104729)
+    classes, counts = np.unique(y, return_counts=True)
+    quota = np.floor(counts * size / n).astype(int)
+    for i in np.argsort(-counts, kind="stable")[: size - int(quota.sum())]:
+        quota[i] += 1
+    held = np.concatenate([rng.permutation(np.flatnonzero(y == c))[:q] for c, q in zip(classes, quota)])
+    val[held] = True
+    return val
 
 
 def _source_name(spec: str) -> str:

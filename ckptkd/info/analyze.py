@@ -1,7 +1,8 @@
 """Step 2 of the paper's Algorithm 1: normalised I(X;F) and I(Y;F) for every checkpoint.
 
-The probe set is a fixed, seeded, class-stratified subset of the training data, without
-augmentation, identical for every checkpoint. Raw estimates are cached in the run folder
+The probe set is a fixed, seeded, class-stratified subset of the training data (or, with
+``split="val"``, of the validation split), without augmentation, identical for every
+checkpoint. Raw estimates are cached in the run folder
 by checkpoint hash, data fingerprint and estimator settings, so analysing a trajectory a
 second time costs nothing and a new checkpoint costs one row.
 """
@@ -11,7 +12,7 @@ import csv
 import hashlib
 import io
 import json
-import math
+import time
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -24,11 +25,12 @@ from ..data import Dataset
 from ..errors import CkptkdError
 from ..models import penultimate
 from ..trajectory import Checkpoint, atomic_write, check_trained_on, load_model, read_json, write_json
-from .estimators import InformationSaturationWarning, binning_mi, categorical_mi, kde_mi, renyi_ixf, renyi_iyf
+from .estimators import InformationSaturationWarning
+from .registry import get_estimator, key_params
 
 CACHE_NAME = "analysis-cache.json"
 # settings that change a checkpoint's raw estimate (the score's weights and scaling do not)
-_RAW_KEYS = ("estimator", "features", "tau", "probe_size", "probe_seed", "noise_fraction", "alpha", "bins")
+_RAW_KEYS = ("estimator", "features", "tau", "probe_size", "probe_seed")
 
 
 def probe_indices(y: torch.Tensor, size: int, seed: int) -> torch.Tensor:
@@ -76,17 +78,7 @@ def estimate(f: torch.Tensor, logits: torch.Tensor, x: torch.Tensor, y: torch.Te
     """Raw I(X;F) and I(Y;F) in nats by the configured estimator, and whether it saturated."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", InformationSaturationWarning)
-        if cfg.estimator == "kde":
-            r = kde_mi(f, y, noise_fraction=cfg.noise_fraction)
-            out = {"ixf": r.ixf_upper, "iyf": r.iyf_upper, "ixf_lower": r.ixf_lower, "iyf_lower": r.iyf_lower}
-        elif cfg.estimator == "renyi":
-            out = {"ixf": renyi_ixf(x, f, alpha=cfg.alpha).mi, "iyf": renyi_iyf(y, f, alpha=cfg.alpha).mi}
-        elif cfg.estimator == "categorical":
-            r = categorical_mi(torch.softmax(logits / cfg.tau, dim=1), y)
-            out = {"ixf": r.ixf, "iyf": r.iyf}
-        else:
-            r = binning_mi(f, y, bins=cfg.bins)
-            out = {"ixf": r.ixf, "iyf": r.iyf}
+        out = get_estimator(cfg.estimator).estimate(f, logits, x, y, cfg)
     out["saturated"] = any(issubclass(w.category, InformationSaturationWarning) for w in caught)
     return out
 
@@ -95,10 +87,7 @@ def ceilings(y: torch.Tensor, cfg: InfoConfig) -> tuple[float, float]:
     """The largest values I(X;F) and I(Y;F) can take on this probe set."""
     p = torch.bincount(y).double() / len(y)
     hy = float(-torch.special.xlogy(p, p).sum())
-    cx = math.log(len(y))
-    if cfg.estimator == "categorical":
-        cx = min(cx, math.log(len(p)))
-    return cx, hy
+    return get_estimator(cfg.estimator).ceiling_x(len(y), len(p)), hy
 
 
 def score_rows(rows: list[dict], cfg: InfoConfig, cx: float, cy: float) -> list[dict]:
@@ -117,49 +106,65 @@ def score_rows(rows: list[dict], cfg: InfoConfig, cx: float, cy: float) -> list[
     return rows
 
 
-def _key(ckpt: Checkpoint, data: Dataset, cfg: InfoConfig) -> str:
-    settings = {k: getattr(cfg, k) for k in _RAW_KEYS}
+def _key(ckpt: Checkpoint, data: Dataset, cfg: InfoConfig, split: str = "train") -> str:
+    settings = {**{k: getattr(cfg, k) for k in _RAW_KEYS}, **key_params(cfg)}
+    if split != "train":  # training-probe keys stay what they were before probes had a split
+        settings["split"] = split
     blob = json.dumps([ckpt.sha256, ckpt.model, data.fingerprint, settings], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def analyze(ckpts: list[Checkpoint], data: Dataset, cfg: InfoConfig, *, folder: str | Path | None = None,
-            device="cpu", progress: bool = True) -> list[dict]:
-    """One row per checkpoint: epoch, raw and normalised estimates, teacher accuracy, score.
+SPLITS = ("train", "val")
 
-    With ``folder``, raw estimates are cached there and analysis.json / analysis.csv written.
+
+def analyze(ckpts: list[Checkpoint], data: Dataset, cfg: InfoConfig, *, folder: str | Path | None = None,
+            device="cpu", progress: bool = True, split: str = "train") -> list[dict]:
+    """One row per checkpoint: epoch, raw and normalised estimates, teacher val accuracy, score.
+
+    The probe comes from ``split``: ``"train"`` (the paper's setting) or ``"val"`` (inputs the
+    teacher never trained on). With ``folder``, raw estimates are cached there (each with the
+    ``wall_s`` it took) and analysis.json / analysis.csv written (analysis-val.* for val).
     """
     if not ckpts:
         raise CkptkdError("no checkpoints to analyse")
-    idx = probe_indices(data.y_train, cfg.probe_size, cfg.probe_seed)
-    x, y = data.x_train[idx], data.y_train[idx]
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    xs, ys = (data.x_train, data.y_train) if split == "train" else (data.x_val, data.y_val)
+    if len(ys) == 0:
+        raise CkptkdError(f"the {split} split is empty, so there is no probe to analyse; "
+                          "set data.val_fraction > 0 (e.g. 0.1)")
+    idx = probe_indices(ys, cfg.probe_size, cfg.probe_seed)
+    x, y = xs[idx], ys[idx]
     cache_path = Path(folder) / CACHE_NAME if folder else None
     cache = _read_cache(cache_path)
     rows = []
     for ckpt in tqdm(ckpts, desc="analyze", disable=not progress, leave=False):
-        key = _key(ckpt, data, cfg)
+        key = _key(ckpt, data, cfg, split)
         check_trained_on(ckpt, data.in_shape, data.fingerprint)  # a cached row would skip load_model's check
         if key not in cache:
+            t0 = time.perf_counter()
             model = load_model(ckpt, data.num_classes, data.in_shape)
             f, logits = extract(model, x, cfg.features, cfg.tau, device=device)
-            cache[key] = estimate(f, logits, x.double(), y, cfg)
+            cache[key] = {**estimate(f, logits, x.double(), y, cfg), "wall_s": time.perf_counter() - t0}
             if cache_path:
                 write_json(cache_path, cache)
-        acc = ckpt.meta.get("test_acc")
-        rows.append({"epoch": ckpt.epoch, "checkpoint": ckpt.name, **cache[key], "teacher_acc": acc})
+        # entries cached before wall_s was recorded cost nothing now, and their cost is unknown
+        rows.append({"epoch": ckpt.epoch, "checkpoint": ckpt.name, **cache[key],
+                     "wall_s": cache[key].get("wall_s"), "teacher_acc": ckpt.meta.get("val_acc")})
     rows = score_rows(rows, cfg, *ceilings(y, cfg))
     if folder:
-        write_analysis(Path(folder), rows, cfg, len(idx))
+        write_analysis(Path(folder), rows, cfg, len(idx), "" if split == "train" else f"-{split}")
     return rows
 
 
-def write_analysis(folder: Path, rows: list[dict], cfg: InfoConfig, probe_n: int) -> None:
-    write_json(folder / "analysis.json", {"settings": asdict(cfg), "probe_n": probe_n, "unit": "nats", "rows": rows})
+def write_analysis(folder: Path, rows: list[dict], cfg: InfoConfig, probe_n: int, suffix: str = "") -> None:
+    write_json(folder / f"analysis{suffix}.json",
+               {"settings": asdict(cfg), "probe_n": probe_n, "unit": "nats", "rows": rows})
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(rows[0]))
     w.writeheader()
     w.writerows(rows)
-    atomic_write(folder / "analysis.csv", buf.getvalue().encode())
+    atomic_write(folder / f"analysis{suffix}.csv", buf.getvalue().encode())
 
 
 def _read_cache(path: Path | None) -> dict:

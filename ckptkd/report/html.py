@@ -87,19 +87,23 @@ def curves_figure(metrics: list[dict], checkpoint_epochs: Iterable[int] = (), ti
 
     epochs = [m["epoch"] for m in metrics]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for key, label, style in (("train_loss", "train", "-"), ("test_loss", "test", "--")):
+    # val every epoch; test once, at the end of training (a single marker)
+    curves = (("train", "-", "o", 3), ("val", "--", "o", 3), ("test", "none", "*", 10))
+    for key, label, style, marker, ms in ((f"{s}_loss", s, ls, mk, ms) for s, ls, mk, ms in curves):
         if any(key in m for m in metrics):
-            ax_loss.plot(epochs, [number_or_nan(m, key) for m in metrics], style, marker="o", ms=3, label=label)
+            ax_loss.plot(epochs, [number_or_nan(m, key) for m in metrics], ls=style, marker=marker, ms=ms, label=label)
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("cross-entropy loss")
     ax_loss.set_title(f"{title} loss".strip())
     ax_loss.legend(fontsize=8)
-    for key, label, style in (("train_acc", "train", "-"), ("test_acc", "test", "--")):
+    for key, label, style, marker, ms in ((f"{s}_acc", s, ls, mk, ms) for s, ls, mk, ms in curves):
         if any(key in m for m in metrics):
-            ax_acc.plot(epochs, [number_or_nan(m, key, 100) for m in metrics], style, marker="o", ms=3, label=label)
-    saved = [m for m in metrics if m["epoch"] in set(checkpoint_epochs) and is_number(m.get("test_acc"))]
+            ax_acc.plot(epochs, [number_or_nan(m, key, 100) for m in metrics], ls=style, marker=marker, ms=ms,
+                        label=label)
+    held_out = "val_acc" if any(is_number(m.get("val_acc")) for m in metrics) else "test_acc"  # older runs: test
+    saved = [m for m in metrics if m["epoch"] in set(checkpoint_epochs) and is_number(m.get(held_out))]
     if saved:
-        ax_acc.scatter([m["epoch"] for m in saved], [100 * m["test_acc"] for m in saved], s=60, facecolors="none",
+        ax_acc.scatter([m["epoch"] for m in saved], [100 * m[held_out] for m in saved], s=60, facecolors="none",
                        edgecolors="C3", zorder=3, label="checkpoint saved")
     ax_acc.set_xlabel("epoch")
     ax_acc.set_ylabel("accuracy [%]")
@@ -116,7 +120,7 @@ def analysis_figures(rows: list[dict]) -> str:
 
     out = []
     for draw, caption in ((information_plane, "information plane: I(X;F) against I(Y;F), by epoch"),
-                          (score_vs_epoch, "Algorithm 1 score and teacher test accuracy against epoch")):
+                          (score_vs_epoch, "Algorithm 1 score and teacher validation accuracy against epoch")):
         fig, ax = plt.subplots(figsize=(5.0, 3.8))
         draw(rows, ax)
         fig.tight_layout()
@@ -175,7 +179,8 @@ def _run_parts(run_dir: Path, label: str, analyze_cmd: str) -> list[str]:
     ckpt_rows = [{**m, **{k: by_epoch.get(m["epoch"], {}).get(k) for k in ("ixf", "iyf", "score")}}
                  for m in sidecars]
     columns: list[Column] = [("epoch", lambda r: r["epoch"]), ("train acc %", lambda r: pct(r.get("train_acc"))),
-                             ("test acc %", lambda r: pct(r.get("test_acc"))), ("test loss", lambda r: fixed(r.get("test_loss"), 4))]
+                             ("val acc %", lambda r: pct(r.get("val_acc"))), ("val loss", lambda r: fixed(r.get("val_loss"), 4)),
+                             ("test acc %", lambda r: pct(r.get("test_acc")))]
     if analysis is not None:
         columns += [("I(X;F)", lambda r: fixed(r["ixf"])), ("I(Y;F)", lambda r: fixed(r["iyf"])),
                     ("score", lambda r: fixed(r["score"]))]
@@ -249,17 +254,22 @@ def render_pipeline(folder: Path) -> str:
 
         fig, ax = plt.subplots(figsize=(6.5, 4))
         for name, metrics in students:
-            ax.plot([m["epoch"] for m in metrics], [number_or_nan(m, "test_acc", 100) for m in metrics], "o-", ms=3,
-                    label=name)
+            key = "val_acc" if any(is_number(m.get("val_acc")) for m in metrics) else "test_acc"  # older runs: test
+            line, = ax.plot([m["epoch"] for m in metrics], [number_or_nan(m, key, 100) for m in metrics], "o-", ms=3,
+                            label=f"{name} ({key.split('_')[0]})")
+            if key == "val_acc" and is_number(metrics[-1].get("test_acc")):
+                ax.plot([metrics[-1]["epoch"]], [100 * metrics[-1]["test_acc"]], "*", ms=10, color=line.get_color())
         ax.set_xlabel("epoch")
         integer_ticks(ax.xaxis)
-        ax.set_ylabel("student test accuracy [%]")
+        ax.set_ylabel("student accuracy [%] (star: test, at the end)")
         ax.set_title("students")
         ax.legend(fontsize=8)
         fig.tight_layout()
-        parts.append(section("students", figure(fig, "test accuracy of each student against epoch"),
+        parts.append(section("students", figure(fig, "validation accuracy of each student against epoch, and its "
+                                                          "test accuracy at the end (star)"),
                              table([{"student": n, **m[-1]} for n, m in students],
                                    [("student", lambda r: r["student"]), ("epochs", lambda r: r["epoch"]),
+                                    ("val acc %", lambda r: pct(r.get("val_acc"))),
                                     ("test acc %", lambda r: pct(r.get("test_acc"))),
                                     ("test loss", lambda r: fixed(r.get("test_loss"), 4))],
                                    caption="last epoch")))
@@ -283,21 +293,30 @@ def _cell(key: str) -> Callable[[dict], str]:
     return lambda r: study_cell(r, key)
 
 
-STUDY_TABLES = {
-    "intermediate": ("Full teacher vs intermediate teacher (the paper's Table 1)",
-                     [("teacher", _cell("teacher")), ("epoch", _cell("epoch")), ("teacher acc %", _cell("teacher_acc")),
-                      ("student acc %", _student), ("Δ vs full teacher's student", _cell("delta_vs_full"))]),
-    "ensembles": ("Full ensemble vs snapshot ensemble (the paper's Table 2)",
-                  [("teacher", _cell("ensemble")), ("epochs", _cell("epochs")),
-                   ("ensemble acc %", _cell("ensemble_acc")), ("student acc %", _student)]),
-    "selection": ("Selection: which checkpoint each rule picks (regret = best checkpoint's student − this one)",
-                  [("rule", _cell("rule")), ("epoch", _cell("epoch")), ("student acc %", _student),
-                   ("regret", _cell("regret")), ("Spearman ρ (score vs student)", _cell("spearman"))]),
-    "checkpoints": ("Every checkpoint of the trajectory",
-                    [("epoch", _cell("epoch")), ("teacher train acc %", _cell("teacher_train_acc")),
-                     ("teacher acc %", _cell("teacher_acc")), ("I(X;F)", _cell("ixf")), ("I(Y;F)", _cell("iyf")),
-                     ("score", _cell("score")), ("student acc %", _student)]),
-}
+def _study_tables() -> dict:
+    """Title and columns of each study table; the columns are tables.md's (ckptkd.report.study)."""
+    from .study import SELECTION_COLUMNS
+
+    def cols(pairs):
+        return [(h + (" %" if k in ("teacher_acc", "ensemble_acc", "teacher_train_acc", "teacher_val_acc") else ""),
+                 _student if k == "student" else _cell(k)) for h, k in pairs]
+
+    return {
+        "intermediate": ("Full teacher vs intermediate teacher (the paper's Table 1)", cols(
+            [("teacher", "teacher"), ("epoch", "epoch"), ("teacher acc", "teacher_acc"), ("student acc", "student"),
+             ("Δ vs full teacher's student", "delta_vs_full")])),
+        "ensembles": ("Full ensemble vs snapshot ensembles (the paper's Table 2) and trajectory averages", cols(
+            [("teacher", "ensemble"), ("epochs", "epochs"), ("ensemble acc", "ensemble_acc"), ("student acc", "student")])),
+        "selection": ("Selection: which checkpoint each policy picks (regret = best checkpoint's student − the pick's; "
+                      "cost in full distillations)", cols(SELECTION_COLUMNS)),
+        "terms": ("Information terms and the test-accuracy oracle, as rules (for reading; no policy reads the test split)",
+                  cols([("rule", "rule"), ("epoch", "epoch"), ("student acc", "student"), ("regret", "regret"),
+                        ("Spearman ρ (score vs student)", "spearman")])),
+        "checkpoints": ("Every checkpoint of the trajectory", cols(
+            [("epoch", "epoch"), ("teacher train acc", "teacher_train_acc"), ("teacher val acc", "teacher_val_acc"),
+             ("teacher test acc", "teacher_acc"), ("I(X;F)", "ixf"), ("I(Y;F)", "iyf"), ("score", "score"),
+             ("student acc", "student")])),
+    }
 
 
 def render_study(folder: Path) -> str:
@@ -313,28 +332,24 @@ def render_study(folder: Path) -> str:
 
 
 def _study_page(results: dict) -> str:
-    from .study import (checkpoint_rows, plot_study, table_ensembles, table_intermediate, table_selection,
-                        verdicts)
+    from ..config import SelectConfig
+    from .study import (checkpoint_rows, describe, plot_study, table_ensembles, table_intermediate, table_selection,
+                        table_terms, verdict_line, verdicts)
 
     cfg = results["config"]
     tables = {"intermediate": table_intermediate(results), "ensembles": table_ensembles(results),
-              "selection": table_selection(results), "checkpoints": checkpoint_rows(results)}
-    v = verdicts(results)
-    noise = cfg["data"].get("label_noise")
-    subtitle = (f"study {cfg['name']}: {cfg['teacher']['model']} → {cfg['student']['model']} on "
-                f"{cfg['data']['spec']}{f' with {int(100 * noise)}% flipped labels' if noise else ''}; "
-                f"{len(cfg['student_seeds'])} student seeds, accuracies in %, mean ± std")
+              "selection": [r for r in table_selection(results) if "error" not in r], "terms": table_terms(results),
+              "checkpoints": checkpoint_rows(results)}
+    subtitle = (f"study {cfg['name']}: {describe(cfg).replace('`', '')}; {len(cfg['student_seeds'])} student seeds, "
+                "test accuracies in %, mean ± std")
 
-    def verdict(ok: bool, yes: str, no: str) -> str:
-        return tag("span", esc(yes if ok else no), class_="verdict-ok" if ok else "verdict-bad")
+    def verdict(v: dict) -> str:
+        ok = v["measured"] and v["within_noise_of_best"] and v["not_worse_than_last"]
+        return tag("p", tag("span", esc(verdict_line(v)), class_="verdict-ok" if ok else "verdict-bad"))
 
-    targets = tag("p", (
-        f"{esc(v['estimator'])} total score: regret {100 * v['regret']:+.2f} against seed noise "
-        f"{100 * v['seed_noise']:.2f} → {verdict(v['within_noise_of_best'], 'within', 'NOT within')} noise of the best; "
-        f"vs the full teacher's student {100 * v['vs_full']:+.2f} → "
-        f"{verdict(v['not_worse_than_full'], 'not worse', 'WORSE')}; Spearman ρ = "
-        f"{esc(shown(fixed(v['spearman'], 2)))}."))
-    parts = [section("verdicts", targets)]
+    default = SelectConfig().policy
+    mi = "" if default == "mi" else verdict(verdicts(results, "mi"))  # Algorithm 1 is always reported
+    parts = [section("verdicts", verdict(verdicts(results)) + mi)]
     with tempfile.TemporaryDirectory() as tmp:  # the study's own plots, drawn once more, embedded
         paths = plot_study(results, Path(tmp))
         plots = "".join(png(p.read_bytes(), caption) for p, caption in zip(paths, [
@@ -344,10 +359,8 @@ def _study_page(results: dict) -> str:
     rows = results["analysis"].get(est) or []
     extra = analysis_figures(rows) if rows and all("score" in r for r in rows) else ""
     parts.append(section("plots", plots, extra))
-    for key, (title, columns) in STUDY_TABLES.items():
-        mark = None
-        if key == "selection":
-            mark = lambda r: r["rule"] == f"{est}: total (Algorithm 1)"  # noqa: E731
+    for key, (title, columns) in _study_tables().items():
+        mark = (lambda r: r["policy"] == default) if key == "selection" else None
         parts.append(section(title, table(tables[key], columns, mark=mark)))
     parts.append(section("configuration (results.json)", tag("pre", esc(json.dumps(cfg, indent=2)))))
     return page(f"ckptkd report: study {cfg['name']}", subtitle, parts)

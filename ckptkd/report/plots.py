@@ -43,8 +43,8 @@ def score_vs_epoch(rows: list[dict], ax):
     ax.axvline(best["epoch"], color="C0", ls=":", lw=1)
     if all(r.get("teacher_acc") is not None for r in rows):
         twin = ax.twinx()
-        twin.plot(epochs, [100 * r["teacher_acc"] for r in rows], "s--", color="C1", label="teacher acc")
-        twin.set_ylabel("teacher test accuracy [%]", color="C1")
+        twin.plot(epochs, [100 * r["teacher_acc"] for r in rows], "s--", color="C1", label="teacher val acc")
+        twin.set_ylabel("teacher val accuracy [%]", color="C1")
     ax.set_title("score and teacher accuracy")
 
 

@@ -73,7 +73,10 @@ def checkpoint_rows(results: dict) -> list[dict]:
     rows = []
     for t in results["trajectory"]:
         s = g[f"ckpt-{t['epoch']:04d}"]
-        rows.append({"epoch": t["epoch"], "teacher_train_acc": t["train_acc"], "teacher_acc": t["test_acc"],
+        # fit records test accuracy at the end of training only: the students' cells evaluated the rest
+        test_acc = t["test_acc"] if t.get("test_acc") is not None else s["teacher_acc"]
+        rows.append({"epoch": t["epoch"], "teacher_train_acc": t["train_acc"], "teacher_val_acc": t.get("val_acc"),
+                     "teacher_acc": test_acc,
                      "ixf": info[t["epoch"]]["ixf"], "iyf": info[t["epoch"]]["iyf"],
                      "score": info[t["epoch"]]["score"], "student_mean": s["mean"], "student_std": s["std"]})
     return rows
@@ -102,46 +105,99 @@ def table_intermediate(results: dict) -> list[dict]:
     return out
 
 
+def snapshot_group(epochs: list[int]) -> str:
+    """The study group of the students of the snapshot ensemble of ``epochs``."""
+    return "snap-" + "-".join(f"{e:04d}" for e in epochs)
+
+
 def table_ensembles(results: dict) -> list[dict]:
+    """The full ensemble, every snapshot ensemble a policy picked, and the trajectory averages."""
     g = groups(results)
-    names = {"ens-full": "full ensemble (independent runs, last)", "ens-halfway-last": "snapshot: halfway + last",
-             "ens-mi": "snapshot: selected by Algorithm 1"}
+    picked_by = defaultdict(list)
+    for name, p in results.get("selection", {}).items():
+        if "ensemble" in p:
+            picked_by[snapshot_group(p["ensemble"])].append(name)
+    labels = [("ens-full", "full ensemble (independent runs, last)")]
+    labels += [(k, "snapshot" + (f", picked by {', '.join(picked_by[k])}" if picked_by[k] else ", halfway + last"))
+               for k in sorted(g) if k.startswith("snap-")]
+    labels += [("avg-all", "trajectory average: all checkpoints (mean probabilities)"),
+               ("avg-late", "trajectory average: later half (mean probabilities)")]
     return [{"ensemble": label, "epochs": g[k]["teacher_epochs"], "ensemble_acc": g[k]["teacher_acc"],
-             "student_mean": g[k]["mean"], "student_std": g[k]["std"]} for k, label in names.items() if k in g]
+             "student_mean": g[k]["mean"], "student_std": g[k]["std"]} for k, label in labels if k in g]
+
+
+def full_distillation_s(results: dict) -> float:
+    """Mean wall seconds of one full distillation: the per-checkpoint students' cells."""
+    walls = [r["wall_s"] for r in results["students"] if r.get("group") == "ckpt" and r.get("wall_s")]
+    return sum(walls) / len(walls) if walls else float("nan")
 
 
 def table_selection(results: dict) -> list[dict]:
+    """Every policy the study measured: its pick, that pick's student, and how far from the best.
+
+    regret = best checkpoint's student (in hindsight) - the pick's student; ``regret_noise`` is
+    that in units of the seed noise; ``gap_recovered`` is the share of (best - last) the pick
+    wins back, where that gap exceeds twice the noise; ``cost`` is the policy's compute over
+    one full distillation's.
+    """
+    rows = checkpoint_rows(results)
+    by_epoch = {r["epoch"]: r for r in rows}
+    best, last_row = max(r["student_mean"] for r in rows), rows[-1]
+    nz, full_s, g = noise(results), full_distillation_s(results), groups(results)
+    students = [r["student_mean"] for r in rows]
+    gap = best - last_row["student_mean"]
+    out = []
+    for name, p in results.get("selection", {}).items():
+        if "error" in p:
+            out.append({"policy": name, "error": p["error"]})
+            continue
+        r = by_epoch[p["pick"][0]]
+        ens = g.get(snapshot_group(p["ensemble"]), {})
+        regret = best - r["student_mean"]
+        delta = r["student_mean"] - last_row["student_mean"]
+        out.append({"policy": name, "epoch": r["epoch"], "student_mean": r["student_mean"],
+                    "student_std": r["student_std"], "regret": regret, "regret_noise": regret / nz if nz else None,
+                    "delta_vs_last": delta, "gap_recovered": delta / gap if gap > 2 * nz else None,
+                    "spearman": spearman(p["scores"], students), "cost": p["cost_s"] / full_s,
+                    "k2_pick": p["ensemble"], "k2_mean": ens.get("mean"), "k2_std": ens.get("std")})
+    return out
+
+
+def table_terms(results: dict) -> list[dict]:
+    """The information terms of every estimator as rules, and the teacher's test accuracy as an
+    oracle (it reads the test split, so no policy may use it): for reading, not for choosing."""
     rows = checkpoint_rows(results)
     best = max(r["student_mean"] for r in rows)
     students = [r["student_mean"] for r in rows]
-    rules = [("teacher test accuracy", [r["teacher_acc"] for r in rows]),
-             ("last (full teacher)", [r["epoch"] for r in rows]),
-             ("halfway", [-abs(r["epoch"] - rows[-1]["epoch"] / 2) - r["epoch"] * 1e-9 for r in rows])]
+    rules = [("oracle: teacher test accuracy", [r["teacher_acc"] for r in rows])]
     for est, arows in results["analysis"].items():
         by_epoch = {a["epoch"]: a for a in arows}
         for key, label in (("ixf", "I(X;F)"), ("iyf", "I(Y;F)"), ("score", "total (Algorithm 1)")):
             rules.append((f"{est}: {label}", [by_epoch[r["epoch"]][key] for r in rows]))
     out = []
     for name, scores in rules:
+        if any(v is None for v in scores):
+            continue
         i = max(range(len(rows)), key=lambda j: (scores[j], rows[j]["epoch"]))
-        rho = None if name in ("last (full teacher)", "halfway") else spearman(scores, students)
         out.append({"rule": name, "epoch": rows[i]["epoch"], "student_mean": rows[i]["student_mean"],
                     "student_std": rows[i]["student_std"], "regret": best - rows[i]["student_mean"],
-                    "spearman": rho})
+                    "spearman": spearman(scores, students)})
     return out
 
 
-def verdicts(results: dict) -> dict:
-    """The selection targets of the study issue, measured."""
-    sel = {r["rule"]: r for r in table_selection(results)}
-    est = results["config"]["info"]["estimator"]
-    pick, full = sel[f"{est}: total (Algorithm 1)"], sel["last (full teacher)"]
-    nz = noise(results)
-    return {"estimator": est, "seed_noise": nz, "regret": pick["regret"],
-            "within_noise_of_best": pick["regret"] <= nz,
-            "vs_full": pick["student_mean"] - full["student_mean"],
-            "not_worse_than_full": pick["student_mean"] >= full["student_mean"] - nz,
-            "spearman": pick["spearman"]}
+def verdicts(results: dict, policy: str | None = None) -> dict:
+    """The selection targets, measured for ``policy`` (default: the default policy, ``SelectConfig().policy``)."""
+    from ..config import SelectConfig
+
+    policy = policy or SelectConfig().policy
+    sel = {r["policy"]: r for r in table_selection(results)}
+    if policy not in sel or "error" in sel[policy]:
+        return {"policy": policy, "measured": False}
+    r, nz = sel[policy], noise(results)
+    return {"policy": policy, "measured": True, "seed_noise": nz, "epoch": r["epoch"], "regret": r["regret"],
+            "within_noise_of_best": r["regret"] <= nz, "vs_last": r["delta_vs_last"],
+            "not_worse_than_last": r["delta_vs_last"] >= -nz, "gap_recovered": r["gap_recovered"],
+            "spearman": r["spearman"], "cost": r["cost"]}
 
 
 def _md(rows: list[dict], columns: list[tuple[str, str]]) -> str:
@@ -157,44 +213,72 @@ def _md(rows: list[dict], columns: list[tuple[str, str]]) -> str:
 def _cell(r: dict, key: str) -> str:
     if key == "student":
         return fmt(r["student_mean"], r["student_std"])
+    if key == "k2_student":
+        return "-" if r.get("k2_mean") is None else fmt(r["k2_mean"], r["k2_std"])
     v = r.get(key)
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
-    if key in ("teacher_acc", "ensemble_acc", "teacher_train_acc"):
-        return f"{100 * v:.2f}"
-    if key in ("delta_vs_full", "regret"):
+    if key in ("teacher_acc", "ensemble_acc", "teacher_train_acc", "teacher_val_acc", "gap_recovered"):
+        return f"{100 * v:.2f}" if key != "gap_recovered" else f"{100 * v:.0f}%"
+    if key in ("delta_vs_full", "regret", "delta_vs_last"):
         return f"{100 * v:+.2f}"
-    if key == "epochs":
+    if key in ("epochs", "k2_pick"):
         return "+".join(map(str, v))
+    if key in ("cost", "regret_noise"):
+        return f"{v:.2f}"
     if isinstance(v, float):
         return f"{v:.3f}"
     return str(v)
 
 
+SELECTION_COLUMNS = [("policy", "policy"), ("pick", "epoch"), ("student acc", "student"), ("regret", "regret"),
+                     ("regret / noise", "regret_noise"), ("Δ vs last", "delta_vs_last"),
+                     ("gap recovered", "gap_recovered"), ("Spearman ρ", "spearman"), ("cost", "cost"),
+                     ("k-pick (k = ensemble_size)", "k2_pick"), ("its student", "k2_student")]
+
+
+def describe(cfg: dict) -> str:
+    noisy = cfg["data"].get("label_noise")
+    return (f"{cfg['teacher']['model']} → {cfg['student']['model']} on `{cfg['data']['spec']}`"
+            f"{' with ' + str(int(round(100 * noisy))) + '% flipped labels' if noisy else ''}")
+
+
+def verdict_line(v: dict) -> str:
+    if not v["measured"]:
+        return f"Policy {v['policy']} was not measured in this study."
+    return (f"Targets for {v['policy']} (pick: epoch {v['epoch']}): regret {100 * v['regret']:+.2f} vs seed noise "
+            f"{100 * v['seed_noise']:.2f} → {'within' if v['within_noise_of_best'] else 'NOT within'} noise of the best; "
+            f"vs last {100 * v['vs_last']:+.2f} → {'not worse' if v['not_worse_than_last'] else 'WORSE'}; "
+            f"Spearman ρ = {v['spearman']:.2f}; cost {v['cost']:.2f} of one distillation.")
+
+
 def render_markdown(results: dict) -> str:
     cfg = results["config"]
-    v = verdicts(results)
+    selection = table_selection(results)
+    failed = [r for r in selection if "error" in r]
     parts = [
-        f"**{cfg['name']}**: {cfg['teacher']['model']} → {cfg['student']['model']} on `{cfg['data']['spec']}`"
-        f"{' with ' + str(int(100 * cfg['data']['label_noise'])) + '% flipped labels' if cfg['data'].get('label_noise') else ''}; "
-        f"{len(cfg['student_seeds'])} student seeds, accuracies in %, mean ± std.",
+        f"**{cfg['name']}**: {describe(cfg)}; {len(cfg['student_seeds'])} student seeds, accuracies on the test split "
+        "in %, mean ± std.",
         "", "*Full teacher vs intermediate teacher*", "",
         _md(table_intermediate(results), [("teacher", "teacher"), ("epoch", "epoch"), ("teacher acc", "teacher_acc"),
                                           ("student acc", "student"), ("Δ vs full teacher's student", "delta_vs_full")]),
-        "", "*Full ensemble vs snapshot ensemble*", "",
+        "", "*Full ensemble vs snapshot ensembles and trajectory averages*", "",
         _md(table_ensembles(results), [("teacher", "ensemble"), ("epochs", "epochs"), ("ensemble acc", "ensemble_acc"),
                                        ("student acc", "student")]),
-        "", "*Selection: which checkpoint each rule picks* (regret = best checkpoint's student − this one)", "",
-        _md(table_selection(results), [("rule", "rule"), ("epoch", "epoch"), ("student acc", "student"),
-                                       ("regret", "regret"), ("Spearman ρ (score vs student)", "spearman")]),
+        "", "*Selection: which checkpoint each policy picks* (regret = best checkpoint's student − the pick's; "
+            "cost in full distillations)", "",
+        _md([r for r in selection if "error" not in r], SELECTION_COLUMNS),
+        *([""] + [f"- {r['policy']} did not run: {r['error']}" for r in failed] if failed else []),
+        "", "*Information terms and the test-accuracy oracle, as rules* (for reading; no policy reads the test split)", "",
+        _md(table_terms(results), [("rule", "rule"), ("epoch", "epoch"), ("student acc", "student"),
+                                   ("regret", "regret"), ("Spearman ρ (score vs student)", "spearman")]),
         "", "*Every checkpoint of the trajectory*", "",
         _md(checkpoint_rows(results), [("epoch", "epoch"), ("teacher train acc", "teacher_train_acc"),
-                                       ("teacher acc", "teacher_acc"), ("I(X;F)", "ixf"), ("I(Y;F)", "iyf"),
-                                       ("score", "score"), ("student acc", "student")]),
-        "", f"Targets ({v['estimator']} total): regret {100 * v['regret']:+.2f} vs seed noise "
-            f"{100 * v['seed_noise']:.2f} → {'within' if v['within_noise_of_best'] else 'NOT within'} noise of the best; "
-            f"vs full teacher's student {100 * v['vs_full']:+.2f} → "
-            f"{'not worse' if v['not_worse_than_full'] else 'WORSE'}; Spearman ρ = {v['spearman']:.2f}.",
+                                       ("teacher val acc", "teacher_val_acc"), ("teacher test acc", "teacher_acc"),
+                                       ("I(X;F)", "ixf"), ("I(Y;F)", "iyf"), ("score", "score"),
+                                       ("student acc", "student")]),
+        "", verdict_line(verdicts(results)),
+        *(["", verdict_line(verdicts(results, "mi"))] if verdicts(results)["policy"] != "mi" else []),
     ]
     return "\n".join(parts) + "\n"
 
@@ -202,7 +286,8 @@ def render_markdown(results: dict) -> str:
 def write_tables(results: dict, root: Path) -> list[Path]:
     """tables.md, tables.json and one CSV per table in ``root``."""
     tables = {"intermediate": table_intermediate(results), "ensembles": table_ensembles(results),
-              "selection": table_selection(results), "checkpoints": checkpoint_rows(results)}
+              "selection": [r for r in table_selection(results) if "error" not in r], "terms": table_terms(results),
+              "checkpoints": checkpoint_rows(results)}
     atomic_write(root / "tables.md", render_markdown(results).encode())
     atomic_write(root / "tables.json", (json.dumps({**tables, "verdicts": verdicts(results)}, indent=2) + "\n").encode())
     paths = [root / "tables.md", root / "tables.json"]

@@ -3,8 +3,8 @@
 A finished cell leaves ``result.json`` (written atomically, last), keyed by a hash of
 everything that determines its outcome. A cell whose key matches is never run again, so
 an interrupted study continues where it stopped and a grown grid only runs new cells.
-Teachers enter the key by content (sha256), not by path, so a study folder can be moved
-or reached by another path without running anything again.
+Teachers and data enter the key by content (sha256), not by path or config spelling, so a
+study folder can be moved or reached by another path without running anything again.
 """
 from __future__ import annotations
 
@@ -14,12 +14,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import yaml
 
 from .. import parallel
 from ..config import DataConfig, StageConfig, StudyConfig, from_dict
 from ..data import Dataset, load_dataset
-from ..errors import CkptkdError
 from ..trajectory import Run, open_checkpoint, read_json, write_json
 
 
@@ -28,47 +26,22 @@ class Cell:
     id: str  # also its folder under STUDY/cells, e.g. "student/ckpt-0012/seed1"
     kind: str  # teacher | student
     seed: int
-    group: str  # teacher | nokd | ckpt | ens-full | ens-halfway-last | ens-mi
+    group: str  # teacher | nokd | ckpt | ens-full | snapshot | average
     teachers: tuple[str, ...] = ()  # checkpoint files that teach (empty: no KD)
+    combine: str = ""  # how an ensemble teacher combines members ("": the study's kd.combine)
 
 
 def cell_key(cell: Cell, cfg: StudyConfig) -> str:
-    return _hash(_key_parts(cell, cfg) | {"format": 2})
-
-
-def _key_parts(cell: Cell, cfg: StudyConfig) -> dict:
+    """What decides the cell's outcome: the data by content (arrays, labels, splits) and the
+    augmentation it resolves to, the stage, the KD settings and the teachers' weights."""
     stage = cfg.teacher if cell.kind == "teacher" else cfg.student
-    return {"cell": {k: v for k, v in asdict(cell).items() if k != "teachers"}, "data": _data_key(cfg.data),
-            "stage": asdict(stage), "kd": asdict(cfg.kd) if cell.teachers else None,
-            "teacher_sha256": [open_checkpoint(t).sha256 for t in cell.teachers]}
-
-
-def _data_key(cfg: DataConfig) -> dict:
-    """The data's part of a cell key. ``augment: default``/``none`` keep the key they had as
-    ``true``/``false`` where the default did not change (it stopped flipping npz, image
-    folders and dataset functions, whose cells therefore run again)."""
-    data = asdict(cfg)
-    kind = cfg.spec.partition(":")[0]
-    if data["augment"] in ("default", "none") and kind in ("mnist1d", "digits", "cifar10", "cifar100"):
-        data["augment"] = data["augment"] == "default"
-    return data
-
-
-def _hash(parts: dict) -> str:
+    data = _data(cfg.data)
+    parts = {"cell": {k: v for k, v in asdict(cell).items() if k != "teachers"},
+             "data": {"fingerprint": data.fingerprint, "view_seed": data.view_seed,
+                      "augment": {k: getattr(data.augment, k) for k in ("shift", "flip", "noise")}},
+             "stage": asdict(stage), "kd": asdict(cfg.kd) if cell.teachers else None,
+             "teacher_sha256": [open_checkpoint(t).sha256 for t in cell.teachers], "format": 3}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
-
-
-def _first_format_key(cell: Cell, cfg: StudyConfig, folder: Path) -> str | None:
-    """The key a cell got before keys left out paths: its teachers' paths as the cell recorded them."""
-    try:
-        recorded = Run(folder).config.get("cell") or {}
-    except (CkptkdError, OSError, yaml.YAMLError, AttributeError):
-        return None  # no readable record: the cell runs again
-    if {**recorded, "teachers": None} != {**asdict(cell), "teachers": None}:
-        return None
-    parts = _key_parts(cell, cfg)
-    parts["cell"] = {**parts["cell"], "teachers": list(recorded.get("teachers") or [])}
-    return _hash(parts)
 
 
 def finished(cell: Cell, cfg: StudyConfig, root: Path) -> dict | None:
@@ -76,14 +49,7 @@ def finished(cell: Cell, cfg: StudyConfig, root: Path) -> dict | None:
     if not (folder / "result.json").exists():
         return None
     result = read_json(folder / "result.json")
-    key = cell_key(cell, cfg)
-    if result.get("key") == key:
-        return result
-    if result.get("key") is not None and result["key"] == _first_format_key(cell, cfg, folder):
-        result["key"] = key  # same cell, same teacher contents: adopt the new key
-        write_json(folder / "result.json", result)
-        return result
-    return None
+    return result if result.get("key") == cell_key(cell, cfg) else None
 
 
 _DATA: dict[str, Dataset] = {}
@@ -117,7 +83,7 @@ def run_cell(cell: Cell, cfg: StudyConfig, root: Path, device="cpu", cache_dir: 
         _, rec = train(data, stage, seed=cell.seed, device=device, run=run, progress=False, desc=cell.id)
     else:
         ckpts = [open_checkpoint(t) for t in cell.teachers]
-        teacher = Teacher.from_checkpoints(ckpts, data.num_classes, data.in_shape, cfg.kd.combine,
+        teacher = Teacher.from_checkpoints(ckpts, data.num_classes, data.in_shape, cell.combine or cfg.kd.combine,
                                            fingerprint=data.fingerprint)
         _, rec = distill(data, stage, teacher, cfg.kd, seed=cell.seed, device=device, run=run, progress=False,
                          desc=cell.id, cache_dir=cache_dir)

@@ -3,6 +3,7 @@
     STUDY/study.yaml               the resolved config
     STUDY/cells/<cell id>/         one run folder per cell, with result.json when finished
     STUDY/analysis/<estimator>/    the information analysis of the trajectory, per estimator
+    STUDY/selection/               what the selection policies read (val metrics, proxy students), cached
     STUDY/invocations.jsonl        when each invocation started and how it ended
     STUDY/results.json             every cell's result and every analysis row
     STUDY/tables.{md,csv,json}, *.png   the tables and plots (ckptkd.report.study)
@@ -22,7 +23,7 @@ from .. import parallel
 from ..config import StudyConfig, to_dict
 from ..errors import CkptkdError
 from ..info.analyze import analyze
-from ..select import choose, halfway, last
+from ..select import POLICIES, SelectionContext, get_policy, halfway, last, policy_scores, top_k
 from ..trajectory import Run, atomic_write, read_json, write_json
 from ..trajectory.io import make_folder, occupied
 from .cells import Cell, _data, finished, run_cell, run_cell_from_dicts
@@ -33,23 +34,59 @@ def teacher_cells(cfg: StudyConfig) -> list[Cell]:
     return [Cell(f"teacher/seed{s}", "teacher", s, "teacher") for s in cfg.teacher_seeds]
 
 
-def student_cells(cfg: StudyConfig, root: Path, mi_pick: list) -> list[Cell]:
-    """Every student of the grid; needs the finished teachers and the selection's pick."""
+def study_policies(cfg: StudyConfig) -> list[str]:
+    """The policies a study measures: ``cfg.policies``, or every registered one that scores checkpoints."""
+    return list(cfg.policies) or [name for name, p in POLICIES.items() if not p.takes_epochs]
+
+
+def selection(cfg: StudyConfig, root: Path, trajectory: list, device: str) -> dict[str, dict]:
+    """Every policy's scores on the trajectory, its single pick, its snapshot ensemble of
+    ``ensemble_size`` checkpoints (never two neighbours) and its cost in wall seconds.
+
+    A policy that cannot run on this study (e.g. one that needs a validation split the study
+    does not carve) is recorded with its error instead.
+    """
+    ctx = SelectionContext(_data(cfg.data), device=device, folder=root / "selection", info=cfg.info,
+                           student=cfg.student, kd=cfg.kd, proxy=cfg.proxy)
+    (root / "selection").mkdir(exist_ok=True)
+    out = {}
+    for name in study_policies(cfg):
+        try:
+            scores = policy_scores(name, trajectory, ctx)
+        except CkptkdError as e:
+            out[name] = {"error": str(e)}
+            continue
+        pick = top_k(trajectory, scores, 1)
+        ensemble = top_k(trajectory, scores, cfg.ensemble_size, 2 * cfg.teacher.save_every)
+        out[name] = {"scores": scores, "pick": [c.epoch for c in pick], "ensemble": [c.epoch for c in ensemble],
+                     "cost_s": get_policy(name).cost_s(trajectory, ctx)}
+    return out
+
+
+def student_cells(cfg: StudyConfig, root: Path, picks: dict[str, dict]) -> list[Cell]:
+    """Every student of the grid; needs the finished teachers and the policies' ``picks``.
+
+    Groups: no KD; every checkpoint; the full ensemble of independent runs; the snapshot
+    ensembles of ``snapshot_policies`` (and the paper's halfway + last); and two
+    trajectory-average teachers, the mean probabilities of all checkpoints and of the
+    later half (Filter-KD's time-averaged predictions, taken over saved checkpoints).
+    """
     runs = [Run(root / "cells" / c.id) for c in teacher_cells(cfg)]
     trajectory = runs[0].checkpoints()
     if len(trajectory) < 2:
         raise CkptkdError("the study's teacher trajectory has fewer than 2 checkpoints; lower teacher.save_every")
-    groups: list[tuple[str, list]] = [("nokd", [])]
-    groups += [(f"ckpt-{c.epoch:04d}", [c]) for c in trajectory]
-    groups.append(("ens-full", [r.checkpoints()[-1] for r in runs[: cfg.ensemble_size]]))
-    groups.append(("ens-halfway-last", [halfway(trajectory), last(trajectory)]))
-    groups.append(("ens-mi", mi_pick))
-    cells = []
-    for name, ckpts in groups:
-        for s in cfg.student_seeds:
-            group = "ckpt" if name.startswith("ckpt-") else name
-            cells.append(Cell(f"student/{name}/seed{s}", "student", s, group, tuple(str(c.path) for c in ckpts)))
-    return cells
+    by_epoch = {c.epoch: c for c in trajectory}
+    groups: list[tuple[str, str, list, str]] = [("nokd", "nokd", [], "")]
+    groups += [(f"ckpt-{c.epoch:04d}", "ckpt", [c], "") for c in trajectory]
+    groups.append(("ens-full", "ens-full", [r.checkpoints()[-1] for r in runs[: cfg.ensemble_size]], ""))
+    snapshots = {tuple(p["ensemble"]) for name, p in picks.items() if "ensemble" in p and name in cfg.snapshot_policies}
+    snapshots.add((halfway(trajectory).epoch, last(trajectory).epoch))
+    for epochs in sorted(snapshots):
+        groups.append(("snap-" + "-".join(f"{e:04d}" for e in epochs), "snapshot", [by_epoch[e] for e in epochs], ""))
+    groups.append(("avg-all", "average", trajectory, "probs"))
+    groups.append(("avg-late", "average", trajectory[len(trajectory) // 2:], "probs"))
+    return [Cell(f"student/{name}/seed{s}", "student", s, group, tuple(str(c.path) for c in ckpts), combine)
+            for name, group, ckpts, combine in groups for s in cfg.student_seeds]
 
 
 def _run_all(cells: list[Cell], cfg: StudyConfig, root: Path, device: str, jobs: int, bar,
@@ -128,20 +165,21 @@ def _run_study(cfg: StudyConfig, root: Path, jobs: int, device: str, progress: b
         teacher_results = _run_all(teachers, cfg, root, device, jobs, bar, inv)
         rows = parallel.main_only(lambda: analyses(cfg, root, device))
         trajectory = Run(root / "cells" / teachers[0].id).checkpoints()
-        mi_pick = choose("mi", trajectory, k=cfg.ensemble_size, scores=[r["score"] for r in rows[cfg.info.estimator]],
-                         min_spacing=2 * cfg.teacher.save_every)  # never two neighbours
-        students = student_cells(cfg, root, mi_pick)
+        picks = parallel.main_only(lambda: selection(cfg, root, trajectory, device))
+        students = student_cells(cfg, root, picks)
         bar.total = len(teachers) + len(students)
         bar.refresh()
         student_results = _run_all(students, cfg, root, device, jobs, bar, inv)
 
     def collect() -> dict:
+        # the test split reports; only the checkpoints' students (already run) read it
+        tested = {r["teacher_epochs"][0]: r["teacher_acc"] for r in student_results if r["group"] == "ckpt"}
         results = {"config": to_dict(cfg), "teachers": teacher_results, "students": student_results,
                    "invocations": invocations(root),
                    "compute_s": sum(r["wall_s"] for r in teacher_results + student_results),
-                   "analysis": rows, "mi_ensemble": [c.epoch for c in mi_pick],
-                   "trajectory": [{"epoch": c.epoch, **{k: c.meta.get(k) for k in ("train_acc", "test_acc")}}
-                                  for c in trajectory]}
+                   "analysis": rows, "selection": picks,
+                   "trajectory": [{"epoch": c.epoch, **{k: c.meta.get(k) for k in ("train_acc", "val_acc")},
+                                   "test_acc": tested.get(c.epoch)} for c in trajectory]}
         write_json(root / "results.json", results)
         return results
 

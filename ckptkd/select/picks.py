@@ -1,18 +1,10 @@
-"""Choosing the teacher: the paper's Algorithm 1 on information scores, and the baselines.
-
-Every policy maps a trajectory (checkpoints in epoch order) to the checkpoints to teach
-from. ``a+b`` joins the picks of single policies into a snapshot ensemble, e.g.
-``halfway+last``, the paper's two-checkpoint ensemble.
-"""
+"""From scores to picks: one checkpoint, or a snapshot ensemble of ``k`` spaced ones."""
 from __future__ import annotations
 
 from typing import Sequence
 
-from .errors import CkptkdError, closest
-from .trajectory import Checkpoint
-
-BASELINES = ("last", "halfway", "best-val")
-POLICIES = BASELINES + ("mi", "explicit")
+from ..errors import CkptkdError
+from ..trajectory import Checkpoint
 
 
 def last(ckpts: Sequence[Checkpoint]) -> Checkpoint:
@@ -25,23 +17,12 @@ def halfway(ckpts: Sequence[Checkpoint]) -> Checkpoint:
     return min(ckpts, key=lambda c: (abs(c.epoch - target), c.epoch))
 
 
-def best_val(ckpts: Sequence[Checkpoint]) -> Checkpoint:
-    """Highest held-out accuracy recorded in the sidecar (the split ``fit`` evaluates on)."""
-    missing = [c.name for c in ckpts if "test_acc" not in c.meta]
-    if missing:
-        raise CkptkdError(
-            f"policy best-val needs each checkpoint's accuracy, but {missing[0]} has none "
-            "(foreign checkpoints carry no metrics); use mi, last, halfway or explicit"
-        )
-    return max(ckpts, key=lambda c: (c.meta["test_acc"], c.epoch))
-
-
 def by_epochs(ckpts: Sequence[Checkpoint], epochs: Sequence[int]) -> list[Checkpoint]:
     found = {c.epoch: c for c in ckpts}
     missing = [e for e in epochs if e not in found]
     if missing:
         raise CkptkdError(f"no checkpoint at epoch {missing[0]}; the trajectory has epochs {sorted(found)}")
-    return [found[e] for e in epochs]
+    return sorted({e: found[e] for e in epochs}.values(), key=lambda c: c.epoch)
 
 
 def max_picks(ckpts: Sequence[Checkpoint], min_spacing: int = 0) -> int:
@@ -65,9 +46,10 @@ def check_k(ckpts: Sequence[Checkpoint], k: int, min_spacing: int = 0) -> None:
 
 
 def top_k(ckpts: Sequence[Checkpoint], scores: Sequence[float], k: int = 1, min_spacing: int = 0) -> list[Checkpoint]:
-    """Greedy: highest score first, skipping checkpoints within ``min_spacing`` epochs of a pick,
-    and skipping any pick after which ``k`` spaced checkpoints could no longer be filled
-    (e.g. the middle one of three when two must be two epochs apart)."""
+    """Greedy: highest score first (the later epoch on a tie), skipping checkpoints within
+    ``min_spacing`` epochs of a pick, and skipping any pick after which ``k`` spaced
+    checkpoints could no longer be filled (e.g. the middle one of three when two must be two
+    epochs apart)."""
     if len(scores) != len(ckpts):
         raise ValueError(f"{len(scores)} scores for {len(ckpts)} checkpoints")
     check_k(ckpts, k, min_spacing)
@@ -84,23 +66,3 @@ def top_k(ckpts: Sequence[Checkpoint], scores: Sequence[float], k: int = 1, min_
         if len(picked) == k:
             break
     return sorted(picked, key=lambda c: c.epoch)
-
-
-def choose(policy: str, ckpts: Sequence[Checkpoint], *, k: int = 1, scores: Sequence[float] | None = None,
-           epochs: Sequence[int] = (), min_spacing: int = 0) -> list[Checkpoint]:
-    """The teacher checkpoints that ``policy`` picks. ``mi`` needs the Algorithm 1 ``scores``."""
-    if not ckpts:
-        raise CkptkdError("the trajectory has no checkpoints to choose from")
-    if "+" in policy:
-        picks = [c for part in policy.split("+") for c in choose(part, ckpts, scores=scores, epochs=epochs)]
-        return sorted({c.epoch: c for c in picks}.values(), key=lambda c: c.epoch)
-    if policy == "mi":
-        if scores is None:
-            raise ValueError("policy mi needs scores (see ckptkd.info.analyze)")
-        return top_k(ckpts, scores, k, min_spacing)
-    if policy == "explicit":
-        return by_epochs(ckpts, epochs)
-    single = {"last": last, "halfway": halfway, "best-val": best_val}
-    if policy not in single:
-        raise CkptkdError(f"unknown policy {policy!r}{closest(policy, POLICIES)}; use one of {', '.join(POLICIES)}")
-    return [single[policy](ckpts)]

@@ -1,0 +1,165 @@
+"""What policies read, built lazily and cached on disk: analyses, val metrics, proxy students.
+
+A context never reads the test split: selection reads the training and validation splits
+alone, so the test accuracy that reports the chosen teacher's student is an honest one
+(tests/test_select.py poisons the test split to check it).
+
+Cache (with ``folder``)
+    FOLDER/analysis-cache.json    information estimates (``ckptkd.info.analyze``), per checkpoint
+    FOLDER/selection-cache.json   {key: record}: ``val`` metrics and ``proxy`` results per checkpoint
+    FOLDER/teacher-cache/         the proxy students' teacher outputs (``ckptkd.teacher_cache``)
+
+A key is the sha256 of the checkpoint's weights sha256 and architecture, the data
+fingerprint (which covers the validation split) and every setting the record depends on.
+Every record keeps the ``wall_s`` its computation took, so a policy's cost is the same
+whether it was computed now or read back.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from ..config import InfoConfig, KDConfig, ProxyConfig, StageConfig
+from ..data import Dataset
+from ..errors import CkptkdError
+from ..trajectory import Checkpoint, load_model, read_json, write_json
+from ..trajectory.io import sha256_file
+
+CACHE_NAME = "selection-cache.json"
+
+
+class SelectionContext:
+    """The data (train and val; never test), the device, the cache ``folder``, the analysis
+    settings ``info``, the ``student``/``kd`` and ``proxy`` settings of policy ``proxy``
+    (whose student is initialised with ``seed + proxy.seed``)."""
+
+    def __init__(self, data: Dataset, *, device="cpu", folder: str | Path | None = None,
+                 info: InfoConfig = InfoConfig(), student: StageConfig | None = None, kd: KDConfig | None = None,
+                 proxy: ProxyConfig = ProxyConfig(), progress: bool = False, seed: int = 0):
+        self.data, self.device, self.info = data, device, info
+        self.folder = Path(folder) if folder is not None else None
+        self.student, self.kd, self.proxy_cfg = student, kd, proxy
+        self.progress, self.seed = progress, seed
+        self._memory: dict[str, dict] = {}  # the cache when there is no folder
+        self._analyses: dict[str, list[dict]] = {}
+
+    # ------------------------------------------------------------ inputs
+
+    def require_val(self, who: str) -> None:
+        """Refuse, naming ``who`` (e.g. "policy best-val"), when there is no validation split."""
+        if len(self.data.y_val) == 0:
+            raise CkptkdError(f"{who} needs a validation split; set data.val_fraction > 0 (e.g. 0.1)")
+
+    def analysis(self, ckpts: Sequence[Checkpoint], info: InfoConfig | None = None, *,
+                 split: str = "train") -> list[dict]:
+        """``ckptkd.info.analyze.analyze`` rows of ``ckpts`` on a probe from ``split``."""
+        from ..info.analyze import analyze
+
+        info = info or self.info
+        memo = json.dumps([[c.path.as_posix() for c in ckpts], dataclasses.asdict(info), split], sort_keys=True)
+        if memo not in self._analyses:
+            self._analyses[memo] = analyze(list(ckpts), self.data, info, folder=self.folder, device=self.device,
+                                           progress=self.progress, split=split)
+        return self._analyses[memo]
+
+    def val_metrics(self, ckpt: Checkpoint) -> dict:
+        """The teacher on the validation split: ``val_acc``, ``val_nll`` (at T=1), and
+        ``val_nll_ts`` at the ``temperature`` fitted on the same split (Guo et al. 2017)."""
+        from ..info.analyze import extract
+        from .temperature import fit_temperature, nll
+
+        def compute() -> dict:
+            model = load_model(ckpt, self.data.num_classes, self.data.in_shape)
+            _, logits = extract(model, self.data.x_val, "logits", device=self.device)
+            y = self.data.y_val
+            t, nll_ts = fit_temperature(logits, y)
+            return {"val_acc": float((logits.argmax(1) == y).double().mean()), "val_nll": nll(logits, y),
+                    "val_nll_ts": nll_ts, "temperature": t}
+
+        return self._cached("val", ckpt, {"n_val": len(self.data.y_val)}, compute)
+
+    def proxy(self, ckpt: Checkpoint) -> dict:
+        """A short distillation from ``ckpt`` (``ProxyConfig``): the proxy student's ``val_acc``."""
+        from .. import parallel
+
+        if self.student is None:
+            raise CkptkdError("policy proxy needs the student's training settings: a student section in --config, "
+                              "or --student-model (SelectionContext(student=...) in Python)")
+        if parallel.world().distributed:
+            raise CkptkdError("policy proxy does not run under torchrun; run the selection in one process")
+        stage = proxy_stage(self.student, self.proxy_cfg)
+        kd = self.kd or KDConfig()
+        settings = {"stage": dataclasses.asdict(stage), "kd": dataclasses.asdict(kd),
+                    "proxy": dataclasses.asdict(self.proxy_cfg), "seed": self.seed}
+
+        def compute() -> dict:
+            from ..distill import Teacher, distill
+
+            data = proxy_data(self.data, self.proxy_cfg)
+            teacher = Teacher.from_checkpoints([ckpt], data.num_classes, data.in_shape, kd.combine)
+            cache_dir = self.folder / "teacher-cache" if self.folder is not None else None
+            _, rec = distill(data, stage, teacher, kd, seed=self.seed + self.proxy_cfg.seed, device=self.device, run=None,
+                             progress=False, cache_dir=cache_dir)
+            return {"val_acc": rec["val_acc"], "val_loss": rec["val_loss"], "model": stage.model,
+                    "epochs": stage.epochs, "n_train": len(data.y_train)}
+
+        return self._cached("proxy", ckpt, settings, compute)
+
+    # ------------------------------------------------------------ the cache
+
+    def _cached(self, kind: str, ckpt: Checkpoint, settings: dict, compute: Callable[[], dict]) -> dict:
+        sha = ckpt.sha256 or sha256_file(ckpt.path)
+        blob = json.dumps([kind, sha, ckpt.model, self.data.fingerprint, settings], sort_keys=True)
+        key = hashlib.sha256(blob.encode()).hexdigest()
+        cache = self._read()
+        if key not in cache:
+            self.require_val(f"selection input {kind!r}")
+            t0 = time.perf_counter()
+            record = compute()
+            cache = self._read()  # another context may have written meanwhile; keep its records
+            cache[key] = {**record, "kind": kind, "epoch": ckpt.epoch, "wall_s": time.perf_counter() - t0}
+            self._write(cache)
+        return cache[key]
+
+    def _read(self) -> dict:
+        if self.folder is None:
+            return self._memory
+        try:
+            return read_json(self.folder / CACHE_NAME)
+        except (CkptkdError, FileNotFoundError):
+            return {}  # absent or damaged: only a lost speed-up
+
+    def _write(self, cache: dict) -> None:
+        if self.folder is None:
+            self._memory = cache
+        else:
+            write_json(self.folder / CACHE_NAME, cache)
+
+
+def proxy_stage(student: StageConfig, cfg: ProxyConfig) -> StageConfig:
+    """The student's stage shortened to ``epoch_fraction`` of its epochs (milestones scaled alike)."""
+    epochs = max(1, round(cfg.epoch_fraction * student.epochs))
+    milestones = sorted({max(1, round(m * epochs / student.epochs)) for m in student.milestones})
+    return dataclasses.replace(student, model=cfg.model or student.model, epochs=epochs, milestones=milestones,
+                               save_every=0, compile=False)
+
+
+def proxy_data(data: Dataset, cfg: ProxyConfig) -> Dataset:
+    """What a proxy student trains on: ``data_fraction`` of the training split (class-stratified,
+    seeded), the same validation split, and no test split at all."""
+    from ..info.analyze import probe_indices
+
+    x, y, fp = data.x_train, data.y_train, data.fingerprint
+    if cfg.data_fraction < 1:
+        idx = probe_indices(y, max(2, round(cfg.data_fraction * len(y))), cfg.seed)
+        x, y = x[idx], y[idx]
+        fp = hashlib.sha256(f"{fp}/subset/{cfg.data_fraction}/{cfg.seed}".encode()).hexdigest()
+    empty = data.x_val[:0]
+    return dataclasses.replace(data, x_train=x, y_train=y, x_test=empty, y_test=torch.empty(0, dtype=torch.int64),
+                               fingerprint=fp)

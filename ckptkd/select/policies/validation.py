@@ -1,0 +1,53 @@
+"""Policies that read the teacher's predictions on the validation split."""
+from __future__ import annotations
+
+from ..base import Policy, register
+
+
+class _ValPolicy(Policy):
+    needs = ("val",)
+    key = ""
+
+    def scores(self, ckpts, ctx):
+        ctx.require_val(f"policy {self.name}")
+        return [self.score(ctx.val_metrics(c)) for c in ckpts]
+
+    def score(self, metrics: dict) -> float:
+        raise NotImplementedError
+
+    def cost_s(self, ckpts, ctx):
+        return sum(ctx.val_metrics(c)["wall_s"] for c in ckpts)
+
+
+@register
+class BestVal(_ValPolicy):
+    """Early stopping's choice: the most accurate teacher on held-out data.
+
+    Cho & Hariharan (ICCV 2019) found early-stopped teachers teach better than fully trained
+    ones; held-out accuracy is the usual stopping signal, and under label noise it falls
+    when the teacher starts memorising the flipped labels, which is when it stops being a
+    good teacher. It reads only held-out labels, so memorisation cannot inflate it.
+    """
+
+    name, summary = "best-val", "the teacher's validation accuracy (early stopping's choice)"
+
+    def score(self, metrics):
+        return metrics["val_acc"]
+
+
+@register
+class ValNLL(_ValPolicy):
+    """The quality of the teacher's probabilities, not its argmax.
+
+    What a student learns from is the teacher's distribution: Menon et al. (ICML 2021) show
+    that a teacher helps by approximating the Bayes class-probabilities, so its held-out
+    log-loss (which measures exactly that) should rank teachers better than accuracy. KD
+    re-softens the teacher at its own temperature, so a teacher is not judged on its
+    over-confidence: the NLL is taken after fitting one temperature on the validation split,
+    as Ashukha et al. (ICLR 2020) require for a fair comparison of NLLs.
+    """
+
+    name, summary = "val-nll", "minus the teacher's validation NLL after temperature scaling on val"
+
+    def score(self, metrics):
+        return -metrics["val_nll_ts"]
