@@ -20,13 +20,15 @@ from .errors import CkptkdError, closest
 
 @dataclass
 class DataConfig:
-    spec: str = "mnist1d"  # mnist1d | digits | npz:PATH | cifar10:DIR | cifar100:DIR | imagefolder:DIR | module:function
+    spec: str = "mnist1d"  # mnist1d | digits | npz:PATH | cifar10:DIR | cifar100:DIR | imagefolder:DIR | webdataset:DIR | module:function
     num_samples: int = 5000  # mnist1d: samples generated (80% train)
     seed: int = 0  # generation and split seed (not the training seed)
     test_fraction: float = 0.2  # digits and imagefolder without a train/test split
     image_size: Optional[int] = None  # imagefolder: resize to a square of this side
     augment: bool = True  # random shift (+ flip for natural images, + noise for signals)
     label_noise: float = 0.0  # share of training labels replaced by a random other class (seeded)
+    stream: bool = False  # imagefolder, webdataset: leave the images on disk, decode them per batch
+    workers: int = 2  # processes decoding images (the upcoming batches when streaming; 0: this process)
 
 
 @dataclass
@@ -250,6 +252,7 @@ def validate(cfg, where: str = "") -> None:
         _check(0 < cfg.test_fraction < 1, f"data.test_fraction must be in (0, 1), got {cfg.test_fraction}")
         _check(cfg.image_size is None or cfg.image_size > 0, "data.image_size must be positive")
         _check(0 <= cfg.label_noise < 1, f"data.label_noise must be in [0, 1), got {cfg.label_noise}")
+        _check(cfg.workers >= 0, f"data.workers must be >= 0, got {cfg.workers}")
     elif isinstance(cfg, StageConfig):
         at = f"{where}." if where else ""  # teacher., student. or train.
         _check(cfg.epochs > 0, f"{at}epochs must be a positive integer, got {cfg.epochs}")
