@@ -16,6 +16,7 @@ histograms), so a streamed sample is bitwise the in-memory one.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 from dataclasses import dataclass, replace
 
@@ -136,12 +137,14 @@ class ImageFiles:
         return replace(self, refs=self.refs.subset(np.asarray(idx, dtype=np.int64)))
 
     def __getitem__(self, key) -> torch.Tensor:
-        if isinstance(key, int):
-            return self[[key]][0]
+        """Samples ``key`` (an int, a slice or indices) as float32, decoded in this process."""
+        if isinstance(key, (int, np.integer)):
+            return self[[int(key)]][0]
         idx = np.arange(len(self))[key] if isinstance(key, slice) else np.asarray(key, dtype=np.int64).reshape(-1)
+        if not len(idx):
+            return torch.empty((0, *self.sample_shape))
         dec = _Decode(self.refs, self.size)
-        return to_float(self._checked(_collate([dec[int(i)] for i in idx]) if len(idx) else
-                                      torch.empty((0, *self.sample_shape), dtype=torch.uint8)), self.mean, self.std)
+        return to_float(self._checked(_collate([dec[int(i)] for i in idx])), self.mean, self.std)
 
     def decoded(self, index_lists, workers: int | None = None):
         """The uint8 batches of ``index_lists`` in order, decoded ``workers`` processes ahead."""
@@ -174,8 +177,6 @@ def scan(files: ImageFiles, workers: int) -> tuple[ImageFiles, np.ndarray, bytes
     """Decode every image once: check it reads and has the size of the others, and return
     ``files`` with its sample shape, the per-channel histograms of its pixel values, and the
     sha256 of its pixels (what the dataset's fingerprint is made of). Holds one batch at a time."""
-    import hashlib
-
     digest, hist, shape, first = hashlib.sha256(), None, None, 0
     lists = [range(s, min(s + SCAN_BATCH, len(files))) for s in range(0, len(files), SCAN_BATCH)]
     for idx, x in zip(lists, files.decoded(lists, workers)):
