@@ -206,3 +206,18 @@ def test_a_streamed_distillation_killed_at_a_save_point_resumes_bitwise(tmp_path
     assert [c.epoch for c in res] == [1, 2, 3, 4]
     assert [sha256_file(c.path) for c in res] == [sha256_file(c.path) for c in ref]
     assert Run(resumed).complete
+
+
+def test_two_torchrun_ranks_each_decode_their_half_of_every_batch(tmp_path):
+    """Under torchrun every rank streams only its slice of each global batch; together they
+    train what one process trains in memory (up to DDP's summation order)."""
+    from test_distributed import assert_same_weights, torchrun
+
+    from ckptkd.cli import main
+
+    root = write_folder(tmp_path / "images", per_class=16)
+    args = ["train", "--data", f"imagefolder:{root}", "--model", "test_distributed:plain_mlp", "--epochs", "2",
+            "--batch-size", "16", "--save-every", "1", "--device", "cpu", "--quiet"]
+    torchrun([*args, "--stream", "--workers", "1", "--out", str(tmp_path / "ddp")])
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    assert_same_weights(Run(tmp_path / "ddp"), Run(tmp_path / "one"))
