@@ -20,7 +20,7 @@ from .errors import CkptkdError, closest
 
 @dataclass
 class DataConfig:
-    spec: str = "mnist1d"  # mnist1d | digits | npz:PATH | cifar10:DIR | cifar100:DIR | imagefolder:DIR | module:function
+    spec: str = "mnist1d"  # mnist1d | digits | npz:PATH | cifar10:DIR | cifar100:DIR | imagefolder:DIR | webdataset:DIR | module:function
     num_samples: int = 5000  # mnist1d: samples generated (80% train)
     seed: int = 0  # generation and split seed (not the training seed)
     test_fraction: float = 0.2  # digits and imagefolder without a train/test split
@@ -28,6 +28,8 @@ class DataConfig:
     augment: str = "default"  # none | shift | shift+flip | default (flips only CIFAR); YAML true/false: default/none
     label_noise: float = 0.0  # share of training labels replaced by a random other class (seeded)
     val_fraction: float = 0.1  # share of the training data held out for validation (stratified, seeded)
+    stream: bool = False  # imagefolder, webdataset: leave the images on disk, decode them per batch
+    workers: int = 2  # processes decoding images (the upcoming batches when streaming; 0: this process)
 
 
 @dataclass
@@ -333,6 +335,7 @@ def validate(cfg, where: str = "") -> None:
         _check(0 <= cfg.label_noise < 1, f"data.label_noise must be in [0, 1), got {cfg.label_noise}")
         _check(0 <= cfg.val_fraction < 1, f"data.val_fraction must be in [0, 1), got {cfg.val_fraction}")
         _one_of("data.augment", augment_choice(cfg.augment), AUGMENT_CHOICES)
+        _check(cfg.workers >= 0, f"data.workers must be >= 0, got {cfg.workers}")
     elif isinstance(cfg, StageConfig):
         at = f"{where}." if where else ""  # teacher., student. or train.
         _check(cfg.epochs > 0, f"{at}epochs must be a positive integer, got {cfg.epochs}")

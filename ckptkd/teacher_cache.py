@@ -278,11 +278,11 @@ def _views(teacher, data, temperature, device, batch_size, views: range, progres
     """Yield (view, start, outputs) for every batch of the given views, teacher in eval mode."""
     teacher.eval()
     n = len(data.x_train)
+    chunks = [torch.arange(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
     for view in tqdm(views, desc="teacher cache", disable=not progress, leave=False):
         epoch = view + 1 if data.augment.enabled else None
         params = data.augment.params(n, data.in_shape, data.view_seed, epoch) if epoch else {}
-        for start in range(0, n, batch_size):
-            x = data.x_train[start:start + batch_size]
+        for start, x in zip(range(0, n, batch_size), data.batches(chunks)):  # streamed: decoded ahead
             if epoch:
                 x = data.augment.apply(x, {k: v[start:start + batch_size] for k, v in params.items()})
             yield view, start, teacher.outputs(x.to(device), temperature).float().cpu()

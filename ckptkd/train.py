@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from . import parallel
 from .config import StageConfig
-from .data import Dataset
+from .data import Dataset, stream
 from .errors import CkptkdError
 from .models import create_model
 from .trajectory import Run
@@ -41,12 +41,14 @@ class CrossEntropy:
 
 @torch.no_grad()
 def evaluate(model, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024, device="cpu") -> dict:
-    """Top-1 accuracy and mean cross-entropy of ``model`` (any callable returning logits)."""
+    """Top-1 accuracy and mean cross-entropy of ``model`` (any callable returning logits);
+    ``x`` may be ``ImageFiles`` (streamed data), decoded by DataLoader workers."""
     if isinstance(model, nn.Module):
         model.eval()
     loss, correct = 0.0, 0
-    for i in range(0, len(x), batch_size):
-        xb, yb = x[i:i + batch_size].to(device), y[i:i + batch_size].to(device)
+    chunks = stream.chunks(len(x), batch_size)
+    for idx, xb in zip(chunks, stream.batches(x, chunks)):
+        xb, yb = xb.to(device), y[idx].to(device)
         logits = model(xb).float()
         loss += F.cross_entropy(logits, yb, reduction="sum").item()
         correct += (logits.argmax(1) == yb).sum().item()
@@ -129,9 +131,11 @@ def fit(model: nn.Module, method, data: Dataset, stage: StageConfig, *, seed: in
         views = data.augment.params(n, data.in_shape, data.view_seed, epoch)
         perm = torch.randperm(n, generator=order)[:kept]  # the same on every rank
         seen, loss_sum, correct = 0, 0.0, 0
-        for batch in perm.split(stage.batch_size):
-            idx = parallel.shard(batch, world)
-            x = data.augment.apply(data.x_train[idx], {k: v[idx] for k, v in views.items()}).to(device)
+        global_batches = perm.split(stage.batch_size)
+        shards = [parallel.shard(batch, world) for batch in global_batches]
+        # streamed data: DataLoader workers decode exactly these index lists, a few batches ahead
+        for batch, idx, x in zip(global_batches, shards, data.batches(shards)):
+            x = data.augment.apply(x, {k: v[idx] for k, v in views.items()}).to(device)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             y = data.y_train[idx].to(device)

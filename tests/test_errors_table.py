@@ -127,6 +127,57 @@ def _trained_then_changed(tmp: Path):
     _npz("d.npz", y=(np.arange(30) + 1) % 3)(tmp)  # other labels, same shapes
 
 
+def _images(name, layout=("c0", "c1"), extra: dict | None = None):
+    """A folder of 8x8 PNGs, four per class folder of ``layout``; ``extra`` maps a path inside
+    it to the bytes (or a function of the folder giving them) of one more file."""
+    def make(tmp: Path):
+        from PIL import Image
+
+        rng = np.random.default_rng(0)
+        for sub in layout:
+            (tmp / name / sub).mkdir(parents=True, exist_ok=True)
+            for i in range(4):
+                Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp / name / sub / f"{i}.png")
+        for rel, content in (extra or {}).items():
+            (tmp / name / rel).write_bytes(content(tmp) if callable(content) else content)
+    return make
+
+
+def _png(h: int, w: int) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((h, w, 3), np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _shards(name, samples: int = 6, labels: bool = True, extra: dict | None = None):
+    """A folder with one WebDataset shard of ``samples`` PNG + .cls samples (written with tarfile,
+    as webdataset writes them); ``extra`` maps more file names in it to their bytes."""
+    def make(tmp: Path):
+        import tarfile
+
+        (tmp / name).mkdir()
+        with tarfile.open(tmp / name / "shard-0000.tar", "w") as tar:
+            for i in range(samples):
+                fields = {"png": _png(8, 8), **({"cls": str(i % 2).encode()} if labels else {})}
+                for field, data in fields.items():
+                    info = tarfile.TarInfo(f"{i:04d}.{field}")
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+        for rel, content in (extra or {}).items():
+            (tmp / name / rel).write_bytes(content)
+    return make
+
+
+def _empty_tar() -> bytes:
+    import tarfile
+
+    buf = io.BytesIO()
+    tarfile.open(fileobj=buf, mode="w").close()
+    return buf.getvalue()
+
+
 def _all(*steps):
     def make(tmp: Path):
         for s in steps:
@@ -302,7 +353,9 @@ CASES: list[Case] = [
          "npz file 'nope.npz' does not exist"),
     Case("unknown-dataset", "a misspelt dataset name", _train(data="digts"),
          "unknown dataset 'digts' (did you mean 'digits'?); use one of mnist1d, digits, npz:PATH, cifar10:DIR, "
-         "cifar100:DIR, imagefolder:DIR, module.path:function"),
+         "cifar100:DIR, imagefolder:DIR, webdataset:DIR, module.path:function"),
+    Case("dataset-without-path", "a dataset that needs a folder, given without one", _train(data="imagefolder"),
+         "dataset 'imagefolder' is written imagefolder:DIR"),
     Case("cifar-missing", "a CIFAR folder that does not exist", _train(data="cifar10:nope"),
          "CIFAR folder 'nope' does not exist (or is not a folder); pass the folder that holds the extracted "
          "'python version' files (or its parent)"),
@@ -311,6 +364,37 @@ CASES: list[Case] = [
          "cifar/data_batch_1: refusing to unpickle forbidden global __builtin__.exec; a CIFAR batch holds only arrays "
          "and lists, so this file is not a genuine CIFAR file (it may be malicious) - replace it with the official "
          "download", _evil_cifar),
+    Case("imagefolder-missing", "an image folder that does not exist", _train("--stream", data="imagefolder:nope"),
+         "image folder 'nope' does not exist (or is not a folder); pass the folder that holds one subfolder per class"),
+    Case("corrupt-image", "a corrupt image in a streamed image folder (found when the data is loaded, before "
+         "training)", _train("--stream", data="imagefolder:imgs"),
+         "imgs/c1/bad.png: not a readable image (…); remove it from the dataset folder or rename it to start with "
+         "'.' to hide it", _images("imgs", extra={"c1/bad.png": b"not a png"})),
+    Case("image-sizes-differ", "images of different sizes without `data.image_size`",
+         _train("--stream", data="imagefolder:imgs"),
+         "images differ in size: imgs/train/c0/0.png and imgs/train/c1/wide.png; set data.image_size to resize "
+         "them all", _images("imgs", ("train/c0", "train/c1", "test/c0", "test/c1"),
+                             {"train/c1/wide.png": lambda t: _png(8, 9)})),
+    Case("stream-in-memory-source", "`--stream` with a dataset that is only loaded into memory",
+         _train("--stream"), "data.stream needs a source that can leave its images on disk (imagefolder:DIR, "
+         "webdataset:DIR), not 'digits'"),
+    Case("negative-workers", "a negative number of decoding workers", _train("--workers", "-1"),
+         "data.workers must be >= 0, got -1"),
+    Case("webdataset-missing", "a WebDataset folder that does not exist", _train(data="webdataset:nope"),
+         "webdataset folder 'nope' does not exist (or is not a folder); pass the folder that holds the .tar shards "
+         "(or train/ and test/ folders of them)"),
+    Case("no-shards", "a WebDataset folder without `.tar` shards", _train("--stream", data="webdataset:notes"),
+         "'notes' holds no .tar shards; write the samples as WebDataset .tar files there",
+         _text("notes/todo.txt", "x")),
+    Case("empty-shard", "an empty WebDataset shard (a tar with no members)", _train("--stream", data="webdataset:wds"),
+         "shard 'wds/shard-0001.tar' holds no samples; remove it, or write samples (an image and a .cls) to it",
+         _shards("wds", extra={"shard-0001.tar": _empty_tar()})),
+    Case("shard-not-tar", "a `.tar` shard that is not a tar file", _train("--stream", data="webdataset:wds"),
+         "shard 'wds/shard-0001.tar' is not a readable uncompressed tar file (…); write shards as plain .tar",
+         _shards("wds", extra={"shard-0001.tar": b"hello"})),
+    Case("shard-without-labels", "a shard whose samples have no `.cls` label", _train("--stream", data="webdataset:wds"),
+         "sample '0000' of shard 'wds/shard-0000.tar' has no .cls label; every sample needs its class number as a "
+         ".cls member", _shards("wds", labels=False)),
     # ------------------------------------------------ configs and flags
     Case("misspelt-key", "a misspelt key in a config file (`teacher: {epoch: 3}`)", ["run", "job.yaml"],
          "unknown config key 'teacher.epoch' (did you mean 'epochs'?)", _text("job.yaml", "teacher:\n  epoch: 3\n")),

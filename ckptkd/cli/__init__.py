@@ -11,6 +11,7 @@ import sys
 
 from .. import __version__
 from ..config import SelectConfig
+from ..data.registry import dataset_names
 from ..errors import CkptkdError
 
 
@@ -33,7 +34,10 @@ def _stage_flags(p, section: str, model_default_help: str):
 
 def _common_flags(p):
     p.add_argument("--config", help="YAML config file; flags override its values")
-    p.add_argument("--data", dest="data.spec", help="dataset spec (mnist1d, digits, npz:PATH, cifar100:DIR, ...)")
+    p.add_argument("--data", dest="data.spec", help=f"dataset spec: {dataset_names()}")
+    p.add_argument("--stream", action="store_const", const=True, dest="data.stream",
+                   help="leave the images on disk and decode them per batch (imagefolder, webdataset)")
+    p.add_argument("--workers", type=int, dest="data.workers", metavar="N", help="processes decoding images (default 2)")
     p.add_argument("--seed", type=int, dest="seed", help="training seed")
     p.add_argument("--device", dest="device", help="auto, cpu or cuda[:N]")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -124,8 +124,7 @@ def _data_config(args, overrides) -> DataConfig:
         from ..trajectory import Run
 
         data = Run(run_dir).config.get("data", {}) if (run_dir / "manifest.json").exists() else {}
-    if "data.spec" in overrides:
-        data = {**data, "spec": overrides["data.spec"]}
+    data = {**data, **{k.split(".", 1)[1]: v for k, v in overrides.items() if k.startswith("data.")}}
     return from_dict(DataConfig, data, "data")
 
 

@@ -1,4 +1,5 @@
-"""Data: datasets named by spec strings, loaded into memory as checked tensors.
+"""Data: datasets named by spec strings (``registry``), loaded into memory as checked tensors,
+or, with ``data.stream``, left on disk as image files decoded per batch (``stream``).
 
 >>> data = load_dataset(DataConfig(spec="digits"))
 >>> data.x_train.shape, data.x_val.shape, data.num_classes
@@ -11,39 +12,45 @@ it, and the test split is left for reporting alone.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
 from ..config import DataConfig, augment_choice
-from ..errors import CkptkdError, closest, warn
-from . import sources
+from ..errors import CkptkdError, warn
 from .augment import Augment, choose_augment
+from .registry import list_sources, register_source, resolve
+from .stream import ImageFiles, batches, channel_stats, chunks, histograms, scan, size_error, subset, to_float
 
-__all__ = ["Dataset", "load_dataset", "Augment", "DATASETS"]
+__all__ = ["Dataset", "load_dataset", "Augment", "DATASETS", "ImageFiles", "register_source", "list_sources",
+           "batches", "subset"]
 
-DATASETS = ("mnist1d", "digits", "npz:PATH", "cifar10:DIR", "cifar100:DIR", "imagefolder:DIR", "module.path:function")
+
+def __getattr__(name):  # DATASETS: what the registry holds when asked, user-registered sources included
+    if name == "DATASETS":
+        return tuple(s.usage for s in list_sources())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
 class Dataset:
     name: str
-    x_train: torch.Tensor  # float32 (N, C, L) or (N, C, H, W)
+    x_train: torch.Tensor | ImageFiles  # float32 (N, C, L) or (N, C, H, W); ImageFiles: decoded per batch
     y_train: torch.Tensor  # int64 (N,)
-    x_test: torch.Tensor
+    x_test: torch.Tensor | ImageFiles
     y_test: torch.Tensor
     num_classes: int
     augment: Augment
     fingerprint: str  # sha256 of the arrays: what a cached teacher output or analysis is keyed on
     view_seed: int = 0  # seeds the augmented views; shared by every model trained on this data
-    x_val: torch.Tensor = field(default=None)  # held out of training; empty when val_fraction is 0
+    x_val: torch.Tensor | ImageFiles = field(default=None)  # held out of training; empty when val_fraction is 0
     y_val: torch.Tensor = field(default=None)
     augment_why: str = "asked for"  # or "default for npz", ...: how ``augment`` was chosen
 
     def __post_init__(self):
         if self.x_val is None:
-            self.x_val = torch.empty((0, *self.x_train.shape[1:]), dtype=self.x_train.dtype)
+            self.x_val = torch.empty((0, *self.x_train.shape[1:]), dtype=torch.float32)
         if self.y_val is None:
             self.y_val = torch.empty(0, dtype=torch.int64)
 
@@ -56,62 +63,47 @@ class Dataset:
     def in_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
 
+    @property
+    def streaming(self) -> bool:
+        return isinstance(self.x_train, ImageFiles)
 
-def _read(cfg: DataConfig):
-    spec = cfg.spec
-    kind, _, arg = spec.partition(":")
-    if spec == "mnist1d":
-        return sources.mnist1d(cfg.num_samples, cfg.seed)
-    if spec == "digits":
-        return sources.digits(cfg.test_fraction, cfg.seed)
-    if kind == "npz" and arg:
-        return sources.npz(arg)
-    if kind in ("cifar10", "cifar100") and arg:
-        from .cifar import load_cifar
-
-        return (*load_cifar(arg, 10 if kind == "cifar10" else 100), "image")
-    if kind == "imagefolder" and arg:
-        from .imagefolder import load_imagefolder
-
-        size = (cfg.image_size, cfg.image_size) if cfg.image_size else None
-        x, y, xt, yt, _ = load_imagefolder(arg, size=size, test_fraction=cfg.test_fraction, seed=cfg.seed)
-        return x, y, xt, yt, "grid"  # photos, glyphs, scans: ckptkd cannot tell, so it never flips them
-    if arg and kind not in ("npz", "cifar10", "cifar100", "imagefolder"):
-        return sources.user_function(spec)
-    names = ["mnist1d", "digits", "npz", "cifar10", "cifar100", "imagefolder"]
-    raise CkptkdError(f"unknown dataset {spec!r}{closest(kind, names)}; use one of {', '.join(DATASETS)}")
+    def batches(self, index_lists):
+        """The training inputs (not augmented) of each index list in turn: indexed in
+        memory, or decoded a few batches ahead by DataLoader workers when streaming."""
+        return batches(self.x_train, index_lists)
 
 
 def load_dataset(cfg: DataConfig | str) -> Dataset:
     """Load and check the dataset named by ``cfg.spec`` (a spec string works too)."""
     if isinstance(cfg, str):
         cfg = DataConfig(spec=cfg)
-    x, y, xt, yt, kind = _read(cfg)
-    x, y, xt, yt = (np.asarray(a) for a in (x, y, xt, yt))
+    source, arg = resolve(cfg.spec)
+    if cfg.stream and not source.streams:
+        raise CkptkdError(f"data.stream needs a source that can leave its images on disk "
+                          f"({', '.join(s.usage for s in list_sources() if s.streams)}), not {cfg.spec!r}")
+    x, y, xt, yt = source.read(arg, cfg)
+    y, yt = np.asarray(y), np.asarray(yt)
+    if isinstance(x, ImageFiles):
+        if cfg.stream:
+            return _streamed(cfg, source, x, y, xt, yt)
+        x, xt = _materialise(x, cfg.workers), _materialise(xt, cfg.workers)
+    x, xt = np.asarray(x), np.asarray(xt)
+    kind = source.kind or ("grid" if x.ndim == 4 else "signal")  # 4-D arrays may be photos or glyphs: no flips
     if x.ndim == 2 and xt.ndim == 2:  # plain feature vectors: one channel of length d
         x, xt = x[:, None, :], xt[:, None, :]
     _check_arrays(cfg.spec, x, y, xt, yt)
-    num_classes = int(max(y.max(), yt.max())) + 1
-    _warn_empty_classes(cfg.spec, y, num_classes)
-    # the split is drawn from the labels as read, so every label_noise holds out the same samples;
-    # the noise then flips training and validation labels alike, as in a user's own noisy data
-    val = validation_mask(cfg.spec, y, cfg.val_fraction, cfg.seed)
-    if cfg.label_noise:
-        y = flip_labels(y, num_classes, cfg.label_noise, cfg.seed)
-    x, y, xv, yv = x[~val], y[~val], x[val], y[val]
     if x.dtype == np.uint8:  # images: scale, then standardise per channel with training stats
-        x, xv, xt = (a.astype(np.float32) / 255.0 for a in (x, xv, xt))
-        axes = (0,) + tuple(range(2, x.ndim))
-        mean, std = x.mean(axes, keepdims=True), x.std(axes, keepdims=True) + 1e-8
-        x, xv, xt = ((a - mean) / std for a in (x, xv, xt))
+        mean, std = channel_stats(histograms(x))  # as the streamed path does: bitwise the same inputs
+        x, xt = (to_float(torch.from_numpy(np.ascontiguousarray(a)), mean, std).numpy() for a in (x, xt))
+    num_classes = int(max(y.max(), yt.max())) + 1
+    y, val = _noisy_labels_and_split(cfg, y, num_classes)
+    x, y, xv, yv = x[~val], y[~val], x[val], y[val]
     fp = hashlib.sha256()
     # an empty validation split leaves the fingerprint what it was before splits existed
     for a in (x, y, xt, yt) + ((xv, yv) if len(yv) else ()):
         fp.update(str(a.shape).encode())
         fp.update(np.ascontiguousarray(a).tobytes())
-    choice = augment_choice(cfg.augment)
-    aug = choose_augment(choice, kind, x.shape[1:])
-    why = "asked for" if choice != "default" else f"default for {_source_name(cfg.spec)}"
+    aug, why = _augmentation(cfg, kind, x.shape[1:])
     return Dataset(
         name=cfg.spec,
         x_train=torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
@@ -126,6 +118,66 @@ def load_dataset(cfg: DataConfig | str) -> Dataset:
         y_val=torch.from_numpy(yv.astype(np.int64)),
         augment_why=why,
     )
+
+
+def _noisy_labels_and_split(cfg: DataConfig, y: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """The training labels after ``label_noise``, and the validation mask.
+
+    The split is drawn from the labels as read, so every label_noise holds out the same
+    samples; the noise then flips training and validation labels alike, as in a user's own
+    noisy data (never the test labels).
+    """
+    _warn_empty_classes(cfg.spec, y, num_classes)
+    val = validation_mask(cfg.spec, y, cfg.val_fraction, cfg.seed)
+    if cfg.label_noise:
+        y = flip_labels(y, num_classes, cfg.label_noise, cfg.seed)
+    return y, val
+
+
+def _augmentation(cfg: DataConfig, kind: str, sample_shape) -> tuple[Augment, str]:
+    choice = augment_choice(cfg.augment)
+    why = "asked for" if choice != "default" else f"default for {_source_name(cfg.spec)}"
+    return choose_augment(choice, kind, tuple(sample_shape)), why
+
+
+def _streamed(cfg: DataConfig, source, x: ImageFiles, y, xt: ImageFiles, yt) -> Dataset:
+    """The dataset with its images left on disk: one pass decodes each image once, to check
+    it and to take the normalising statistics and the fingerprint; none is kept. The
+    validation split is a subset of the same files, carved by index as in memory."""
+    x, hist, digest = scan(x, cfg.workers)
+    xt, _, test_digest = scan(xt, cfg.workers)
+    shape = x.sample_shape or xt.sample_shape
+    # zero-stride stand-ins: the array checks read shapes and dtypes only
+    _check_arrays(cfg.spec, np.broadcast_to(np.uint8(0), (len(x), *shape)), y,
+                  np.broadcast_to(np.uint8(0), (len(xt), *shape)), yt)
+    num_classes = int(max(y.max(), yt.max())) + 1
+    y, val = _noisy_labels_and_split(cfg, y, num_classes)
+    mean, std = channel_stats(hist)
+    x = replace(x, mean=mean, std=std, workers=cfg.workers)
+    xt = replace(xt, sample_shape=shape, mean=mean, std=std, workers=cfg.workers)
+    xv, x = subset(x, np.flatnonzero(val)), subset(x, np.flatnonzero(~val))
+    yv, y = y[val], y[~val]
+    fp = hashlib.sha256(b"ckptkd-stream-v1")
+    for part in (str(x.shape).encode(), digest, y.astype(np.int64).tobytes(), str(xt.shape).encode(), test_digest,
+                 yt.astype(np.int64).tobytes(), val.tobytes()):
+        fp.update(part)
+    aug, why = _augmentation(cfg, source.kind or "grid", shape)
+    return Dataset(name=cfg.spec, x_train=x, y_train=torch.from_numpy(y.astype(np.int64)), x_test=xt,
+                   y_test=torch.from_numpy(yt.astype(np.int64)), num_classes=num_classes, augment=aug,
+                   fingerprint=fp.hexdigest(), view_seed=cfg.seed, x_val=xv,
+                   y_val=torch.from_numpy(yv.astype(np.int64)), augment_why=why)
+
+
+def _materialise(files: ImageFiles, workers: int) -> np.ndarray:
+    """Every image of ``files`` decoded into one uint8 (N, C, H, W) array (the in-memory path)."""
+    out, lists = None, chunks(len(files), 256)
+    for idx, xb in zip(lists, files.decoded(lists, workers)):
+        if out is None:
+            out = np.empty((len(files), *xb.shape[1:]), dtype=np.uint8)
+        elif tuple(xb.shape[1:]) != out.shape[1:]:
+            raise size_error(files.refs, 0, int(idx[0]))
+        out[idx.numpy()] = xb.numpy()
+    return out if out is not None else np.zeros((0, 3, 1, 1), dtype=np.uint8)
 
 
 def validation_mask(spec: str, y: np.ndarray, fraction: float, seed: int) -> np.ndarray:

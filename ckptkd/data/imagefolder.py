@@ -44,17 +44,19 @@ def _scan(folder: str) -> dict:
 
 
 def _read(path: str, size):
+    return decode(path, size, path, "remove it from the dataset folder or rename it to start with '.' to hide it")
+
+
+def decode(source, size, name: str, remedy: str) -> np.ndarray:
+    """One image (a path or a file object) as uint8 (H, W, 3) RGB, resized to ``size`` (H, W)."""
     try:
-        with Image.open(path) as im:
+        with Image.open(source) as im:
             im = im.convert("RGB")  # convert() forces the decode inside the try
     except Exception as e:  # Pillow raises many types for foreign or damaged files
-        raise CkptkdError(
-            f"{path}: not a readable image ({type(e).__name__}: {e}); remove it from the "
-            "dataset folder or rename it to start with '.' to hide it"
-        ) from e
+        raise CkptkdError(f"{name}: not a readable image ({type(e).__name__}: {e}); {remedy}") from e
     if size is not None and im.size != (size[1], size[0]):
         im = im.resize((size[1], size[0]), Image.BILINEAR)
-    return np.asarray(im, dtype=np.uint8)
+    return np.array(im, dtype=np.uint8)  # writable: torch.from_numpy wants that
 
 
 def _size(size):
@@ -86,13 +88,30 @@ def load_imagefolder(directory, size=None, test_fraction: float = 0.2, seed: int
     all images must already share one size. ``test_fraction`` and ``seed`` apply only
     when there is no ``train``/``test`` split on disk.
     """
+    size = _size(size)
+    paths, labels, tr, te, names = list_imagefolder(directory, test_fraction, seed)
+    images = [_read(p, size) for p in paths]
+    first = images[0].shape
+    for p, im in zip(paths, images):
+        if im.shape != first:
+            raise CkptkdError(
+                f"images differ in size: {paths[0]} is {first[1]}x{first[0]} but {p} is "
+                f"{im.shape[1]}x{im.shape[0]} (WxH); pass size=(H, W) to resize them all"
+            )
+    x = np.stack(images).transpose(0, 3, 1, 2)
+    x_train, x_test = np.ascontiguousarray(x[tr]), np.ascontiguousarray(x[te])
+    return x_train, labels[tr], x_test, labels[te], names
+
+
+def list_imagefolder(directory, test_fraction: float = 0.2, seed: int = 0):
+    """The image paths of ``DIR`` with their labels, the train and test positions in that
+    list, and the class names: everything but the pixels (``load_imagefolder``'s layout)."""
     root = os.fspath(directory)
     if not os.path.isdir(root):
         raise CkptkdError(
             f"image folder {root!r} does not exist (or is not a folder); pass the folder "
             "that holds one subfolder per class"
         )
-    size = _size(size)
     if not 0 <= test_fraction < 1:
         raise CkptkdError(f"test_fraction must be in [0, 1), got {test_fraction}")
     has = {s: os.path.isdir(os.path.join(root, s)) for s in ("train", "test")}
@@ -125,14 +144,4 @@ def load_imagefolder(directory, size=None, test_fraction: float = 0.2, seed: int
         labels = np.array([i for i, n in enumerate(names) for _ in classes[n]], dtype=np.int64)
         tr, te = _split(labels, test_fraction, seed)
 
-    images = [_read(p, size) for p in paths]
-    first = images[0].shape
-    for p, im in zip(paths, images):
-        if im.shape != first:
-            raise CkptkdError(
-                f"images differ in size: {paths[0]} is {first[1]}x{first[0]} but {p} is "
-                f"{im.shape[1]}x{im.shape[0]} (WxH); pass size=(H, W) to resize them all"
-            )
-    x = np.stack(images).transpose(0, 3, 1, 2)
-    x_train, x_test = np.ascontiguousarray(x[tr]), np.ascontiguousarray(x[te])
-    return x_train, labels[tr], x_test, labels[te], names
+    return paths, labels, tr, te, names

@@ -1,4 +1,8 @@
-"""Dataset sources named by a spec string. Each returns numpy arrays; nothing is downloaded."""
+"""The registered dataset sources: one small reader per name. Nothing is ever downloaded.
+
+Each reader returns ``(x, y, x_test, y_test)``: numpy arrays, or ``ImageFiles`` (images
+left on disk, decoded per batch) when the source streams and ``data.stream`` asks for it.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -9,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CkptkdError
+from .registry import register_source
 
 
 def cache_dir() -> Path:
@@ -28,7 +33,7 @@ def mnist1d(num_samples: int, seed: int):
     if cached.exists():
         try:
             with np.load(cached, allow_pickle=False) as z:
-                return z["x"], z["y"], z["x_test"], z["y_test"], "signal"
+                return z["x"], z["y"], z["x_test"], z["y_test"]
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache file is regenerated below
     from mnist1d.data import get_dataset_args, make_dataset
@@ -48,7 +53,7 @@ def mnist1d(num_samples: int, seed: int):
         os.replace(tmp, cached)
     except OSError:  # a read-only or full cache only costs the next call the generation
         tmp.unlink(missing_ok=True)
-    return arrays["x"], arrays["y"], arrays["x_test"], arrays["y_test"], "signal"
+    return arrays["x"], arrays["y"], arrays["x_test"], arrays["y_test"]
 
 
 def digits(test_fraction: float, seed: int):
@@ -61,7 +66,7 @@ def digits(test_fraction: float, seed: int):
     x_tr, x_te, y_tr, y_te = train_test_split(
         x, d.target, test_size=test_fraction, random_state=seed, stratify=d.target
     )
-    return x_tr, y_tr, x_te, y_te, "glyph"
+    return x_tr, y_tr, x_te, y_te
 
 
 def npz(path: str):
@@ -77,12 +82,7 @@ def npz(path: str):
         raise CkptkdError(f"npz file {path!r} cannot be read safely ({e}); save plain numeric arrays") from None
     except (OSError, EOFError) as e:
         raise CkptkdError(f"npz file {path!r} is not a readable .npz archive ({e})") from None
-    return (*arrays, _kind(arrays[0]))
-
-
-def _kind(x: np.ndarray) -> str:
-    # 4-D arrays may be photos or glyphs: "grid" is augmented without flips (see data.augment)
-    return "grid" if x.ndim == 4 else "signal"
+    return tuple(arrays)
 
 
 def user_function(spec: str):
@@ -96,4 +96,57 @@ def user_function(spec: str):
     if not (isinstance(out, (tuple, list)) and len(out) == 4):
         raise CkptkdError(f"dataset function {spec!r} must return (x, y, x_test, y_test)")
     arrays = [np.asarray(a.numpy() if hasattr(a, "numpy") else a) for a in out]
-    return (*arrays, _kind(arrays[0]))
+    return tuple(arrays)
+
+
+# ---------------------------------------------------------------- the registry's entries
+
+
+@register_source("mnist1d", kind="signal")
+def _mnist1d(arg, cfg):
+    return mnist1d(cfg.num_samples, cfg.seed)
+
+
+@register_source("digits", kind="glyph")
+def _digits(arg, cfg):
+    return digits(cfg.test_fraction, cfg.seed)
+
+
+@register_source("npz", kind=None, arg="PATH")
+def _npz(arg, cfg):
+    return npz(arg)
+
+
+@register_source("cifar10", kind="image", arg="DIR")
+def _cifar10(arg, cfg):
+    from .cifar import load_cifar
+
+    return load_cifar(arg, 10)
+
+
+@register_source("cifar100", kind="image", arg="DIR")
+def _cifar100(arg, cfg):
+    from .cifar import load_cifar
+
+    return load_cifar(arg, 100)
+
+
+@register_source("imagefolder", kind="grid", arg="DIR", streams=True)
+def _imagefolder(arg, cfg):
+    from .imagefolder import list_imagefolder
+    from .stream import FileRefs, ImageFiles
+
+    paths, labels, tr, te, _ = list_imagefolder(arg, test_fraction=cfg.test_fraction, seed=cfg.seed)
+    size = (cfg.image_size, cfg.image_size) if cfg.image_size else None
+    refs = FileRefs(paths)
+    return ImageFiles(refs.subset(tr), size), labels[tr], ImageFiles(refs.subset(te), size), labels[te]
+
+
+@register_source("webdataset", kind="grid", arg="DIR", streams=True)
+def _webdataset(arg, cfg):
+    from .shards import load_shards
+    from .stream import ImageFiles
+
+    tr, y, te, yt = load_shards(arg, cfg.test_fraction, cfg.seed)
+    size = (cfg.image_size, cfg.image_size) if cfg.image_size else None
+    return ImageFiles(tr, size), y, ImageFiles(te, size), yt
