@@ -92,12 +92,12 @@ def load_dataset(cfg: DataConfig | str) -> Dataset:
     if x.ndim == 2 and xt.ndim == 2:  # plain feature vectors: one channel of length d
         x, xt = x[:, None, :], xt[:, None, :]
     _check_arrays(cfg.spec, x, y, xt, yt)
-    if x.dtype == np.uint8:  # images: scale, then standardise per channel with training stats
-        mean, std = channel_stats(histograms(x))  # as the streamed path does: bitwise the same inputs
-        x, xt = (to_float(torch.from_numpy(np.ascontiguousarray(a)), mean, std).numpy() for a in (x, xt))
     num_classes = int(max(y.max(), yt.max())) + 1
     y, val = _noisy_labels_and_split(cfg, y, num_classes)
     x, y, xv, yv = x[~val], y[~val], x[val], y[val]
+    if x.dtype == np.uint8:  # images: scale, then standardise per channel with the training split's stats
+        mean, std = channel_stats(histograms(x))  # as the streamed path does: bitwise the same inputs
+        x, xv, xt = (to_float(torch.from_numpy(np.ascontiguousarray(a)), mean, std).numpy() for a in (x, xv, xt))
     fp = hashlib.sha256()
     # an empty validation split leaves the fingerprint what it was before splits existed
     for a in (x, y, xt, yt) + ((xv, yv) if len(yv) else ()):
@@ -152,6 +152,8 @@ def _streamed(cfg: DataConfig, source, x: ImageFiles, y, xt: ImageFiles, yt) -> 
                   np.broadcast_to(np.uint8(0), (len(xt), *shape)), yt)
     num_classes = int(max(y.max(), yt.max())) + 1
     y, val = _noisy_labels_and_split(cfg, y, num_classes)
+    if val.any():  # the training split's statistics: the validation images' counts taken out
+        hist = hist - scan(subset(x, np.flatnonzero(val)), cfg.workers)[1]
     mean, std = channel_stats(hist)
     x = replace(x, mean=mean, std=std, workers=cfg.workers)
     xt = replace(xt, sample_shape=shape, mean=mean, std=std, workers=cfg.workers)
@@ -206,10 +208,8 @@ def validation_mask(spec: str, y: np.ndarray, fraction: float, seed: int) -> np.
 
 
 def _source_name(spec: str) -> str:
-    kind, _, arg = spec.partition(":")
-    if not arg or kind in ("npz", "cifar10", "cifar100", "imagefolder"):
-        return kind
-    return "a dataset function"
+    source, _ = resolve(spec)
+    return "a dataset function" if source.arg == "function" else source.name
 
 
 def flip_labels(y: np.ndarray, num_classes: int, share: float, seed: int) -> np.ndarray:
