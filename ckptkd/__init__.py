@@ -18,13 +18,13 @@ from .errors import CkptkdError
 from .models import create_model, list_models, penultimate, register_model
 from .select import choose
 from .train import CrossEntropy, evaluate, fit, train
-from .trajectory import Checkpoint, Run, load_model, open_checkpoint, open_trajectory
+from .trajectory import Checkpoint, Run, Trajectory, load_model, open_checkpoint, open_trajectory
 
 __all__ = [
     "DataConfig", "DistillConfig", "InfoConfig", "KDConfig", "RunConfig", "SelectConfig", "StageConfig",
     "TrainConfig", "load_config", "Dataset", "load_dataset", "KD", "Teacher", "distill", "kd_loss",
     "CkptkdError", "create_model", "list_models", "penultimate", "register_model", "choose", "CrossEntropy",
-    "evaluate", "fit", "train", "Checkpoint", "Run", "load_model", "open_checkpoint", "open_trajectory",
+    "evaluate", "fit", "train", "Checkpoint", "Run", "Trajectory", "load_model", "open_checkpoint", "open_trajectory",
     "analyze", "run_pipeline",
 ]
 

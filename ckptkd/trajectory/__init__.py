@@ -11,8 +11,9 @@ from ..models import create_model
 from .foreign import SUFFIXES, epoch_of, foreign_files, match_keys, read_torch_state_dict
 from .io import atomic_write, load_weights, read_json, save_weights, sha256_file, write_json
 from .run import Checkpoint, Run
+from .writer import Trajectory
 
-__all__ = ["Checkpoint", "Run", "open_trajectory", "open_checkpoint", "load_model", "atomic_write",
+__all__ = ["Checkpoint", "Run", "Trajectory", "open_trajectory", "open_checkpoint", "load_model", "atomic_write",
            "save_weights", "load_weights", "read_json", "write_json"]
 
 
@@ -25,7 +26,10 @@ def open_trajectory(path: str | Path, model: str | None = None) -> list[Checkpoi
     if not path.is_dir():
         raise CkptkdError(f"trajectory {str(path)!r} is not a folder; give a run folder or a folder of checkpoints")
     if (path / "manifest.json").exists():
-        ckpts = Run(path).checkpoints()
+        run = Run(path)
+        if not (model or run.model):  # kept by a Trajectory of a model ckptkd cannot build
+            raise CkptkdError(f"run {str(path)!r} records no architecture ckptkd can build; say it with --model")
+        ckpts = run.checkpoints()
         if model:
             for c in ckpts:
                 c.model = model
@@ -56,8 +60,8 @@ def open_checkpoint(path: str | Path, model: str | None = None) -> Checkpoint:
         if sidecar.exists():
             meta = read_json(sidecar)
         if not (model or meta.get("model")):
-            raise CkptkdError(f"checkpoint {str(path)!r} has no sidecar naming its model; "
-                              "say its architecture (--teacher-model / --model)")
+            what = "records no architecture ckptkd can build" if meta else "has no sidecar naming its model"
+            raise CkptkdError(f"checkpoint {str(path)!r} {what}; say its architecture (--teacher-model / --model)")
         return Checkpoint(path, int(meta.get("epoch", 0)), meta, model or meta["model"], meta.get("sha256"))
     if path.suffix not in SUFFIXES:
         raise CkptkdError(f"{str(path)!r} is not a checkpoint file (.safetensors, {', '.join(SUFFIXES)})")
