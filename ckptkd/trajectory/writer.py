@@ -24,6 +24,7 @@ from .foreign import match_keys
 from .run import Checkpoint, Run
 
 WRITER = "ckptkd.Trajectory"
+RESERVED = ("epoch", "sha256", "file", "model")  # the sidecar's own keys
 
 
 class Trajectory:
@@ -133,7 +134,7 @@ def _numbers(metrics: dict) -> dict:
             raise CkptkdError(f"metric {key!r} must be a number, got {type(value).__name__}") from None
         if not math.isfinite(number):
             raise CkptkdError(f"metric {key!r} is {number}; only finite numbers are recorded")
-        if key in ("epoch", "sha256", "file", "model"):
+        if key in RESERVED:
             raise CkptkdError(f"metric name {key!r} is reserved for the sidecar itself; rename it")
         out[str(key)] = number
     return out
