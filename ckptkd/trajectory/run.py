@@ -169,9 +169,13 @@ class Run:
         self._tb = None
 
     def mark(self, status: str, **extra) -> None:
-        self.manifest.update(status=status, **extra)
-        write_json(self.path / "manifest.json", self.manifest)
+        self.note(status=status, **extra)
         self.close_tensorboard()
+
+    def note(self, **fields) -> None:
+        """Record ``fields`` in the manifest, e.g. the teachers a student learned from."""
+        self.manifest.update(fields)
+        write_json(self.path / "manifest.json", self.manifest)
 
     # ------------------------------------------------------------ reading
 
