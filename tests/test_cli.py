@@ -270,8 +270,9 @@ RUN_CONFIG = {
 
 
 def table(stdout: str) -> list[str]:
-    """The results table, without the first line (it names the output folder)."""
-    return stdout.splitlines()[1:]
+    """The results table, without the first line (it names the output folder) and the
+    compression line (its latencies are timings)."""
+    return [line for line in stdout.splitlines()[1:] if not line.startswith("compression:")]
 
 
 @pytest.fixture(scope="module")
@@ -291,6 +292,23 @@ def test_run_prints_the_comparison_table(finished_pipeline):
     assert re.match(r"full teacher\s+epoch 4\s", rows[1])
     result = json.loads((root / "a" / "pipeline.json").read_text())
     assert result["status"] == "complete" and len(result["rows"]) == 3
+
+
+def test_run_ends_with_the_compression_line(finished_pipeline):
+    from ckptkd import create_model
+    from ckptkd.export import count_params
+
+    root, stdout = finished_pipeline
+    params = {m: count_params(create_model(m, 10, (1, 8, 8))) for m in ("mlp_xs", "mlp_s")}
+    last = stdout.splitlines()[-1]
+    m = re.fullmatch(r"compression: student mlp_xs ([\d,]+) parameters vs teacher mlp_s \(epoch 4\) ([\d,]+) "
+                     r"\(([\d.]+)x fewer\); CPU latency per sample ([\d.]+) ms vs ([\d.]+) ms \(([\d.]+)x faster\), "
+                     r"batch 1, \d+ threads?", last)
+    assert m, last
+    assert int(m[1].replace(",", "")) == params["mlp_xs"] and int(m[2].replace(",", "")) == params["mlp_s"]
+    assert float(m[4]) > 0 and float(m[5]) > 0
+    recorded = json.loads((root / "a" / "pipeline.json").read_text())["compression"]
+    assert recorded["student_params"] == params["mlp_xs"] and recorded["teacher"] == "mlp_s (epoch 4)"
 
 
 def test_run_is_reproducible_for_a_seed(finished_pipeline, capsys):
