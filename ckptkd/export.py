@@ -199,8 +199,10 @@ def recorded_teachers(run: Run, teacher_model: str | None = None) -> tuple[list[
     """(checkpoints, note): the teachers ``run`` learned from, as ``ckptkd distill`` (manifest),
     a study cell or ``ckptkd run`` (config) recorded them; ``note`` says why none were found."""
     config = run.config or {}
+    models = None  # per teacher, when recorded
     if run.manifest.get("teachers"):
         paths = [t["path"] for t in run.manifest["teachers"]]
+        models = [teacher_model or t.get("model") for t in run.manifest["teachers"]]
     elif isinstance(config.get("cell"), dict):  # a study cell
         paths = list(config["cell"].get("teachers") or [])
     elif "stage" in config:  # a student of ckptkd run: teachers by epoch, in OUT/teacher
@@ -222,7 +224,7 @@ def recorded_teachers(run: Run, teacher_model: str | None = None) -> tuple[list[
     missing = [p for p in paths if not Path(p).is_file()]
     if missing:
         return [], f"teacher checkpoint {missing[0]!r} is not there any more"
-    return [open_checkpoint(p, teacher_model) for p in paths], None
+    return [open_checkpoint(p, m) for p, m in zip(paths, models or [teacher_model] * len(paths))], None
 
 
 def _check_data(run: Run, data: DataConfig | str | None) -> Dataset:
