@@ -18,13 +18,14 @@ from .errors import CkptkdError
 from .models import create_model, list_models, penultimate, register_model
 from .select import SelectionContext, choose
 from .train import CrossEntropy, evaluate, fit, train
-from .trajectory import Checkpoint, Run, load_model, open_checkpoint, open_trajectory
+from .trajectory import Checkpoint, Run, Trajectory, load_model, open_checkpoint, open_trajectory
 
 __all__ = [
     "DataConfig", "DistillConfig", "InfoConfig", "KDConfig", "ProxyConfig", "RunConfig", "SelectConfig", "StageConfig",
     "TrainConfig", "load_config", "Dataset", "load_dataset", "KD", "Teacher", "distill", "kd_loss",
-    "CkptkdError", "create_model", "list_models", "penultimate", "register_model", "choose", "SelectionContext", "CrossEntropy",
-    "evaluate", "fit", "train", "Checkpoint", "Run", "load_model", "open_checkpoint", "open_trajectory",
+    "CkptkdError", "create_model", "list_models", "penultimate", "register_model", "choose", "SelectionContext",
+    "CrossEntropy", "evaluate", "fit", "train", "Checkpoint", "Run", "Trajectory", "load_model", "open_checkpoint",
+    "open_trajectory",
     "analyze", "run_pipeline",
 ]
 

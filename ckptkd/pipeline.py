@@ -10,7 +10,7 @@ Under torchrun every stage trains data-parallel; rank 0 alone writes files and a
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from . import parallel
@@ -18,10 +18,11 @@ from .config import RunConfig, StageConfig, to_dict
 from .data import Dataset, load_dataset
 from .distill import Teacher, distill, teacher_accuracy
 from .errors import CkptkdError
+from .export import Compression, compression
 from .models import create_model
 from .select import SelectionContext, choose
 from .train import resolve_device, train
-from .trajectory import Checkpoint, Run, read_json, write_json
+from .trajectory import Checkpoint, Run, load_model, read_json, write_json
 from .trajectory.run import config_hash
 from .trajectory.io import make_folder, occupied
 
@@ -122,9 +123,25 @@ def run_pipeline(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, re
         rows.append(Row(chosen_role, label(chosen), rows[1].teacher_acc, rows[1].student_acc))
     else:
         rows.append(row(chosen_role, "chosen", chosen))
+    student_run = Run(out / "students" / ("full" if [c.epoch for c in chosen] == [full.epoch] else "chosen"))
     parallel.on_main(lambda: write_json(out / "pipeline.json", {
-        "config": conf, "config_sha256": config_hash(conf), "status": "complete", "rows": [r.__dict__ for r in rows]}))
+        "config": conf, "config_sha256": config_hash(conf), "status": "complete", "rows": [r.__dict__ for r in rows],
+        "compression": asdict(measure_compression(student_run, chosen, data, f"{cfg.teacher.model} ({label(chosen)})",
+                                                  cfg.kd.combine))}))
     return rows
+
+
+def measure_compression(student_run: Run, teachers: list[Checkpoint], data: Dataset, teacher_name: str,
+                        combine: str = "logits") -> Compression:
+    """The final student of ``student_run`` beside the teacher it learned from, timed in this process."""
+    student = load_model(student_run.checkpoints()[-1], data.num_classes, data.in_shape)
+    teacher = Teacher.from_checkpoints(teachers, data.num_classes, data.in_shape, combine)
+    return compression(student, student_run.model, teacher, teacher_name, data.in_shape)
+
+
+def compression_line(out: str | Path) -> str:
+    """The compression line of the finished job in ``out``, as ``ckptkd run`` prints it last."""
+    return Compression(**read_json(Path(out) / "pipeline.json")["compression"]).line()
 
 
 def format_table(rows: list[Row]) -> str:

@@ -105,7 +105,7 @@ def fit(model: nn.Module, method, data: Dataset, stage: StageConfig, *, seed: in
     if not world.is_main:
         run, progress = None, False
     if run is not None:  # what the run saw, as resolved from data.augment (a config says only "default")
-        run.update_manifest(augment=data.augment.name, augment_why=data.augment_why)
+        run.note(augment=data.augment.name, augment_why=data.augment_why)
     opt = torch.optim.SGD(model.parameters(), lr=stage.lr, momentum=stage.momentum,
                           nesterov=stage.nesterov and stage.momentum > 0, weight_decay=stage.weight_decay)
     n = len(data.x_train)

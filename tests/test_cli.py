@@ -270,9 +270,11 @@ RUN_CONFIG = {
 
 
 def table(stdout: str) -> list[str]:
-    """The results table, without the line that names the output folder (and those before it)."""
+    """The results table: the lines after the one that names the output folder, without the
+    compression line (its latencies are timings)."""
     lines = stdout.splitlines()
-    return lines[next(i for i, line in enumerate(lines) if line.startswith("ckptkd run:")) + 1:]
+    start = next(i for i, line in enumerate(lines) if line.startswith("ckptkd run:")) + 1
+    return [line for line in lines[start:] if not line.startswith("compression:")]
 
 
 @pytest.fixture(scope="module")
@@ -293,6 +295,23 @@ def test_run_prints_the_comparison_table(finished_pipeline):
     assert re.match(r"full teacher\s+epoch 4\s", rows[1])
     result = json.loads((root / "a" / "pipeline.json").read_text())
     assert result["status"] == "complete" and len(result["rows"]) == 3
+
+
+def test_run_ends_with_the_compression_line(finished_pipeline):
+    from ckptkd import create_model
+    from ckptkd.export import count_params
+
+    root, stdout = finished_pipeline
+    params = {m: count_params(create_model(m, 10, (1, 8, 8))) for m in ("mlp_xs", "mlp_s")}
+    last = stdout.splitlines()[-1]
+    m = re.fullmatch(r"compression: student mlp_xs ([\d,]+) parameters vs teacher mlp_s \(epoch 4\) ([\d,]+) "
+                     r"\(([\d.]+)x fewer\); CPU latency per sample ([\d.]+) ms vs ([\d.]+) ms \(([\d.]+)x faster\), "
+                     r"batch 1, \d+ threads?", last)
+    assert m, last
+    assert int(m[1].replace(",", "")) == params["mlp_xs"] and int(m[2].replace(",", "")) == params["mlp_s"]
+    assert float(m[4]) > 0 and float(m[5]) > 0
+    recorded = json.loads((root / "a" / "pipeline.json").read_text())["compression"]
+    assert recorded["student_params"] == params["mlp_xs"] and recorded["teacher"] == "mlp_s (epoch 4)"
 
 
 def test_run_is_reproducible_for_a_seed(finished_pipeline, capsys):

@@ -136,7 +136,7 @@ def test_ckptkd_run_under_torchrun_gives_the_one_process_table(tmp_path):
     job = str(_tiny_job(tmp_path, "job.yaml", {"device": "cpu"}))
     proc = torchrun(["run", job, "--out", str(tmp_path / "ddp"), "--quiet"])
     assert main(["run", job, "--out", str(tmp_path / "one"), "--quiet"]) == 0
-    assert proc.stdout.count("ckptkd run:") == 1  # rank 0 alone speaks
+    assert proc.stdout.count("ckptkd run:") == 1 and proc.stdout.count("compression:") == 1  # rank 0 alone speaks
     ddp, one = (json.loads((tmp_path / d / "pipeline.json").read_text())["rows"] for d in ("ddp", "one"))
     assert [(r["role"], r["teacher"]) for r in ddp] == [(r["role"], r["teacher"]) for r in one]
     for a, b in zip(ddp, one):

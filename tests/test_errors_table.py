@@ -178,6 +178,14 @@ def _empty_tar() -> bytes:
     return buf.getvalue()
 
 
+def _unnamed_model(tmp: Path):
+    """``run/`` as a Trajectory of a model ckptkd cannot build leaves it: no architecture recorded."""
+    import json
+
+    manifest = json.loads((tmp / "run" / "manifest.json").read_text())
+    (tmp / "run" / "manifest.json").write_text(json.dumps({**manifest, "model": None}))
+
+
 def _all(*steps):
     def make(tmp: Path):
         for s in steps:
@@ -564,6 +572,37 @@ CASES: list[Case] = [
     Case("foreign-trajectory-without-model", "`ckptkd analyze` of foreign checkpoints without `--model`",
          ["analyze", "foreign", "--data", "digits"],
          "'foreign' holds foreign checkpoints; say their architecture with --model", _foreign_folder),
+    Case("trajectory-of-unnamed-model", "a trajectory kept (by `ckptkd.Trajectory`) for a model ckptkd cannot "
+         "build, without `--model`", ["select", "run", "--policy", "last"],
+         "run 'run' records no architecture ckptkd can build; say it with --model", _unnamed_model),
+    # ------------------------------------------------ export
+    Case("export-not-a-checkpoint", "`ckptkd export` of a file that is no checkpoint (a run's manifest)",
+         ["export", "run/manifest.json", "--format", "onnx", "--out", "student.onnx"],
+         "'run/manifest.json' is not a checkpoint of a ckptkd run (RUN/checkpoints/epoch_N.safetensors with its "
+         "sidecar); export takes a student trained by ckptkd distill or ckptkd run"),
+    Case("export-not-a-student", "`ckptkd export` of a checkpoint that no ckptkd run trained (a foreign `.pt`)",
+         ["export", "good.pt", "--format", "onnx", "--out", "student.onnx"],
+         "'good.pt' is not a checkpoint of a ckptkd run (RUN/checkpoints/epoch_N.safetensors with its sidecar); "
+         "export takes a student trained by ckptkd distill or ckptkd run"),
+    Case("export-missing-checkpoint", "`ckptkd export` of a checkpoint that does not exist",
+         ["export", "nope.safetensors", "--format", "onnx", "--out", "student.onnx"],
+         "checkpoint 'nope.safetensors' does not exist"),
+    Case("export-unknown-format", "an unknown export format", ["export", CKPT, "--format", "onxx", "--out", "s.onnx"],
+         "unknown export format 'onxx' (did you mean 'onnx'?); use one of onnx, torchscript"),
+    Case("export-out-exists", "an export onto a file that exists, without `--overwrite`",
+         ["export", CKPT, "--format", "torchscript", "--out", "notes.txt"],
+         "'notes.txt' already exists; pass --overwrite to replace it, or choose another --out",
+         _text("notes.txt", "x")),
+    Case("export-out-is-a-folder", "an export onto a folder", ["export", CKPT, "--format", "onnx", "--out", "run"],
+         "--out 'run' is a folder; give the file to write"),
+    Case("export-out-folder-missing", "an export into a folder that does not exist",
+         ["export", CKPT, "--format", "onnx", "--out", "nope/s.onnx"],
+         "cannot write 'nope/s.onnx': the folder 'nope' does not exist"),
+    Case("export-other-data", "an export checked on data of another input shape",
+         ["export", CKPT, "--format", "torchscript", "--out", "s.pt", "--data", "npz:nine.npz"],
+         "data 'npz:nine.npz' has inputs of shape (1, 9, 9) but the student takes (1, 8, 8); give the data it "
+         "was trained with (--data)",
+         _npz("nine.npz", x=np.zeros((30, 1, 9, 9), np.float32), x_test=np.zeros((9, 1, 9, 9), np.float32))),
 ]
 
 

@@ -26,12 +26,14 @@ def _say(text: str) -> None:
 
 
 def run(args, overrides):
-    from ..pipeline import format_table, run_pipeline
+    from .. import parallel
+    from ..pipeline import compression_line, format_table, run_pipeline
 
     cfg = load_config(RunConfig, args.config_file or args.config, overrides)
     rows = run_pipeline(cfg, args.out, overwrite=args.overwrite, resume=args.resume, progress=_progress(args), say=_say)
     _say(f"ckptkd run: {cfg.teacher.model} -> {cfg.student.model} on {cfg.data.spec}, seed {cfg.seed}  ({args.out})")
     _say(format_table(rows))
+    parallel.on_main(lambda: print(compression_line(args.out)))
 
 
 def train(args, overrides):
@@ -53,6 +55,7 @@ def train(args, overrides):
 
 
 def distill(args, overrides):
+    from .. import parallel
     from ..distill import Teacher, distill as distill_model
     from ..train import resolve_device
     from ..trajectory import open_checkpoint
@@ -71,6 +74,8 @@ def distill(args, overrides):
     if complete:
         _say(f"{args.out}: already complete")
         return
+    parallel.on_main(lambda: run_.note(teachers=[  # so that ckptkd export finds them from any folder
+        {"path": str(c.path.resolve()), "sha256": c.sha256, "model": c.model} for c in ckpts]))
     _, rec = distill_model(data, cfg.student, teacher, cfg.kd, seed=cfg.seed, device=device,
                            run=run_, progress=_progress(args), cache_dir=args.cache_dir, resume=args.resume)
     _say(f"{args.out}: student test acc {100 * rec['test_acc']:.2f}%")
@@ -276,6 +281,14 @@ def report(args, overrides):
 
     path = write_report(args.folder, args.out)
     print(f"wrote {path}")
+
+
+def export(args, overrides):
+    from ..export import export as export_student, format_report
+
+    report_ = export_student(args.checkpoint, args.format, args.out, model=args.model, data=overrides.get("data.spec"),
+                             teachers=args.teachers, teacher_model=args.teacher_model, overwrite=args.overwrite)
+    print(format_report(report_, args.checkpoint))
 
 
 def models(args, overrides):

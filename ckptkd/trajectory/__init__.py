@@ -11,9 +11,10 @@ from ..models import create_model
 from .foreign import SUFFIXES, epoch_of, foreign_files, match_keys, read_torch_state_dict
 from .io import atomic_write, load_weights, read_json, save_weights, sha256_file, write_json
 from .run import Checkpoint, Run, checkpoint_of
+from .writer import Trajectory
 
-__all__ = ["Checkpoint", "Run", "open_trajectory", "open_checkpoint", "load_model", "check_trained_on", "atomic_write",
-           "save_weights", "load_weights", "read_json", "write_json"]
+__all__ = ["Checkpoint", "Run", "Trajectory", "open_trajectory", "open_checkpoint", "load_model", "check_trained_on",
+           "atomic_write", "save_weights", "load_weights", "read_json", "write_json"]
 
 
 def open_trajectory(path: str | Path, model: str | None = None) -> list[Checkpoint]:
@@ -26,8 +27,13 @@ def open_trajectory(path: str | Path, model: str | None = None) -> list[Checkpoi
         raise CkptkdError(f"trajectory {str(path)!r} is not a folder; give a run folder or a folder of checkpoints")
     if (path / "manifest.json").exists():
         run = Run(path)
+        if not (model or run.model):  # kept by a Trajectory of a model ckptkd cannot build
+            raise CkptkdError(f"run {str(path)!r} records no architecture ckptkd can build; say it with --model")
         _same_model(path, run.model, model)
         ckpts = run.checkpoints()
+        if model:
+            for c in ckpts:
+                c.model = model
     else:
         files = foreign_files(path)
         if not files:
@@ -55,8 +61,8 @@ def open_checkpoint(path: str | Path, model: str | None = None) -> Checkpoint:
         if sidecar.exists():
             meta = read_json(sidecar)
         if not (model or meta.get("model")):
-            raise CkptkdError(f"checkpoint {str(path)!r} has no sidecar naming its model; "
-                              "say its architecture (--teacher-model / --model)")
+            what = "records no architecture ckptkd can build" if meta else "has no sidecar naming its model"
+            raise CkptkdError(f"checkpoint {str(path)!r} {what}; say its architecture (--teacher-model / --model)")
         _same_model(path, meta.get("model"), model)
         manifest = path.parent.parent / "manifest.json"  # a sidecar older than its in_shape: the run knows
         manifest = read_json(manifest) if meta and "in_shape" not in meta and manifest.exists() else None

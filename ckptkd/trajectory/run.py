@@ -177,13 +177,14 @@ class Run:
                 pass
         self._tb = None
 
-    def update_manifest(self, **fields) -> None:
+    def mark(self, status: str, **extra) -> None:
+        self.note(status=status, **extra)
+        self.close_tensorboard()
+
+    def note(self, **fields) -> None:
+        """Record ``fields`` in the manifest, e.g. the teachers a student learned from."""
         self.manifest.update(fields)
         write_json(self.path / "manifest.json", self.manifest)
-
-    def mark(self, status: str, **extra) -> None:
-        self.update_manifest(status=status, **extra)
-        self.close_tensorboard()
 
     # ------------------------------------------------------------ reading
 

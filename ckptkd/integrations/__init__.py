@@ -1,0 +1,1 @@
+"""Hooks into other training frameworks; each module imports its framework only when used."""
