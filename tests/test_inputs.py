@@ -14,7 +14,7 @@ import yaml
 from ckptkd import CkptkdError, DataConfig, load_dataset
 from ckptkd import errors
 from ckptkd.cli import main
-from ckptkd.config import from_dict
+from ckptkd.config import StudyConfig, from_dict
 from ckptkd.data.cifar import write_fake_cifar
 from ckptkd.trajectory import Run, open_checkpoint, open_trajectory
 
@@ -218,12 +218,13 @@ def test_every_training_command_takes_augment(command, capsys):
     assert "--augment {none,shift,shift+flip,default}" in capsys.readouterr().out
 
 
-def test_study_cells_keep_their_keys_where_the_default_did_not_change():
-    from ckptkd.study.cells import _data_key
+def test_study_cells_are_keyed_by_the_augmentation_the_data_resolves_to(tmp_path):
+    from ckptkd.study.cells import Cell, cell_key
 
-    assert _data_key(DataConfig(spec="digits", augment="default"))["augment"] is True
-    assert _data_key(DataConfig(spec="mnist1d", augment="none"))["augment"] is False
-    assert _data_key(DataConfig(spec="npz:x.npz", augment="default"))["augment"] == "default"  # runs again
+    teacher = Cell("teacher/seed0", "teacher", 0, "teacher")
+    key = lambda augment: cell_key(teacher, StudyConfig(data=DataConfig(spec="digits", augment=augment)))  # noqa: E731
+    assert key(True) == key("default") == key("shift")  # digits: the default is a one-pixel shift
+    assert key("none") == key(False) != key("default")
 
 
 def test_labels_that_skip_a_class_are_warned_about(tmp_path, capsys):

@@ -203,7 +203,7 @@ def test_study_tables_and_plots_are_written(finished_study):
     _, root, results = finished_study
     paths = report.write_tables(results, root) + report.plot_study(results, root)
     assert all(p.exists() and p.stat().st_size > 0 for p in paths)
-    assert json.loads((root / "tables.json").read_text())["verdicts"]["policy"] == "mi"
+    assert json.loads((root / "tables.json").read_text())["verdicts"]["policy"] == "val-nll"  # the default
 
 
 def test_study_end_to_end_on_a_cifar_format_folder(tmp_path):
