@@ -257,7 +257,7 @@ def test_real_process_prints_one_line_and_exits_2(tmp_path, ckptkd_cache):
                                                      "import sys; from ckptkd.cli import main; sys.exit(main())"]
     env = {**os.environ, "CKPTKD_CACHE": str(ckptkd_cache), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([*command, "train", *TRAIN, "--epochs", "-1", "--out", str(tmp_path / "new")],
-                          capture_output=True, text=True, env=env, timeout=120)
+                          capture_output=True, text=True, env=env)
     assert proc.returncode == 2
     assert proc.stderr.startswith("ckptkd: error:") and proc.stderr.count("\n") == 1, proc.stderr
     assert "Traceback" not in proc.stderr and proc.stdout == ""
