@@ -60,11 +60,14 @@ def world() -> World:
             torch.cuda.set_device(me.local_rank)
         # one group that serves CPU tensors (metrics, the CPU device) and CUDA tensors alike
         dist.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo")
-        atexit.register(_leave)
+        atexit.register(leave)
     return me
 
 
-def _leave() -> None:
+def leave() -> None:
+    """Destroy the process group, if this process joined one. The CLI calls it on every path
+    and then exits without interpreter teardown (see ``ckptkd.cli._leave_process_group``);
+    for Python API users it runs at exit."""
     if dist.is_initialized():
         dist.destroy_process_group()
 

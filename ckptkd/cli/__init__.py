@@ -7,7 +7,9 @@ one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 
 from .. import __version__
 from ..config import SelectConfig
@@ -170,16 +172,48 @@ def _overrides(args) -> dict:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    code = 1  # an unexpected exception
     try:
-        return _dispatch(args) or 0
+        code = _dispatch(args) or 0
     except CkptkdError as e:
         _close_progress_bars()
         print(f"ckptkd: error: {e}", file=sys.stderr)
-        return 2
+        code = 2
     except KeyboardInterrupt:
         _close_progress_bars()
         print("ckptkd: interrupted", file=sys.stderr)
-        return 130
+        code = 130
+    except BaseException:
+        if _in_process_group():  # its traceback, which the exit below would otherwise swallow
+            traceback.print_exc()
+        raise
+    finally:
+        _leave_process_group(code)
+    return code
+
+
+def _leave_process_group(code: int) -> None:
+    """Under torchrun, end this rank here, on every path: leave the process group, then exit
+    without interpreter teardown. DDP keeps the group, and with it gloo's worker threads,
+    alive past ``destroy_process_group``. A worker that drops the last collective's work
+    (its tensors have Python objects) after interpreter teardown began must take the GIL;
+    Python answers with pthread_exit, whose unwinding through a C++ destructor aborts the
+    rank: "terminate called without an active exception" (seen in a core dump)."""
+    if _in_process_group():
+        from ..parallel import leave
+
+        leave()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _in_process_group() -> bool:
+    if "torch.distributed" not in sys.modules:  # nothing joined one (and torch need not load)
+        return False
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
 
 
 def _close_progress_bars() -> None:

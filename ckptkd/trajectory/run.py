@@ -9,6 +9,11 @@
 
 The sidecar is written after the weights, so a checkpoint counts only once both exist and
 the weights hash to the sidecar's sha256: a crash mid-save leaves nothing that looks valid.
+
+Crash tests name the moment to die: ``CKPTKD_FAULT=POINT:N`` SIGKILLs the process at POINT of
+the N-th save point it writes (counted from 1 per process): ``mid-save`` (weights written, no
+sidecar yet), ``before-state`` (checkpoint complete, resume state still the previous one) or
+``after-save`` (checkpoint and resume state written). Unset, it costs one dict lookup per save.
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ import json
 import numbers
 import os
 import shutil
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +36,13 @@ from .io import append_jsonl, atomic_write, load_weights, occupied, read_json, s
 
 FORMAT = "ckptkd-run"
 STATE_NAME = "state.pt"  # resume state; loaded with weights_only=True
+_saves = 0  # save points this process has begun: the N of CKPTKD_FAULT
+
+
+def _fault(point: str) -> None:
+    """Die here if CKPTKD_FAULT names this point of this save point (see the module docstring)."""
+    if os.environ.get("CKPTKD_FAULT") == f"{point}:{_saves}":
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass
@@ -121,11 +134,15 @@ class Run:
     # ------------------------------------------------------------ writing
 
     def save_checkpoint(self, state_dict: dict[str, torch.Tensor], epoch: int, meta: dict) -> Checkpoint:
+        global _saves
+        _saves += 1
         weights = self.path / "checkpoints" / f"epoch_{epoch:04d}.safetensors"
         sha = save_weights(weights, state_dict)
+        _fault("mid-save")
         sidecar = {**meta, "epoch": int(epoch), "sha256": sha, "file": weights.name, "model": self.model,
                    "in_shape": self.manifest["in_shape"], "data_fingerprint": self.manifest["data_fingerprint"]}
         write_json(weights.with_suffix(".json"), sidecar)
+        _fault("before-state")
         return checkpoint_of(weights, sidecar, self.manifest)
 
     def save_state(self, state: dict) -> None:
@@ -133,6 +150,7 @@ class Run:
         buf = io.BytesIO()
         torch.save(state, buf)
         atomic_write(self.path / STATE_NAME, buf.getvalue())
+        _fault("after-save")
 
     def load_state(self) -> dict | None:
         """The state saved by ``save_state``, or None when the run never reached a save point."""

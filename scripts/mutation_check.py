@@ -1,0 +1,163 @@
+"""Does the suite notice when the core breaks? Apply deliberate breaks, one at a time, to a
+temporary copy of the repository and run the tests that should catch each.
+
+    python scripts/mutation_check.py                 # every mutation
+    python scripts/mutation_check.py kd-uniform-target score-negated   # some of them
+    python scripts/mutation_check.py --list
+
+A mutation is a file, an exact piece of its text and what replaces it. The text must occur
+exactly once, so a mutation whose code has moved fails loudly instead of testing nothing:
+update its ``old`` here. Not part of CI (it runs the listed test files once per mutation).
+Prints name -> caught / MISSED / error and the count caught.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    why: str  # what the break means for a user
+    file: str
+    old: str
+    new: str
+    tests: tuple[str, ...]  # pytest arguments: files, or file::test, or -k expressions
+
+
+MUTATIONS = [
+    Mutation("kd-uniform-target", "distillation ignores the teacher (uniform KD target)",
+             "ckptkd/distill.py", "        target = self.teacher_log_probs(x, idx, epoch)\n",
+             "        target = torch.full_like(logits, -math.log(logits.shape[-1]))\n",
+             ("tests/test_kd_loss.py",)),
+    Mutation("kd-no-temperature-squared", "the KD term loses its T^2 factor",
+             "ckptkd/distill.py", "return temperature**2 * F.kl_div(", "return F.kl_div(",
+             ("tests/test_kd_loss.py",)),
+    Mutation("kd-unweighted-ce", "the cross-entropy term ignores alpha",
+             "ckptkd/distill.py", '"ce": self.cfg.alpha * F.cross_entropy(logits, y)', '"ce": F.cross_entropy(logits, y)',
+             ("tests/test_kd_loss.py",)),
+    Mutation("score-negated", "Algorithm 1 picks the worst checkpoint",
+             "ckptkd/info/analyze.py", 'r["score"] = cfg.weight_x * sx + cfg.weight_y * sy',
+             'r["score"] = -(cfg.weight_x * sx + cfg.weight_y * sy)',
+             ("tests/test_algorithm1.py", "tests/test_cli.py::test_select_prints_the_choice_as_json")),
+    Mutation("minmax-wrong", "the min-max normalisation divides by the maximum only",
+             "ckptkd/info/analyze.py", "return [(v - lo) / (hi - lo) if hi > lo else 0.0 for v in vals]",
+             "return [v / hi if hi > 0 else 0.0 for v in vals]", ("tests/test_algorithm1.py",)),
+    Mutation("top-k-lowest", "the selection takes the lowest scores",
+             "ckptkd/select.py", "key=lambda sc: (-sc[0], -sc[1].epoch)", "key=lambda sc: (sc[0], -sc[1].epoch)",
+             ("tests/test_algorithm1.py",)),
+    Mutation("probe-not-random", "the probe set ignores its seed (first members of each class)",
+             "ckptkd/info/analyze.py", "picked.append(members[torch.randperm(len(members), generator=g)[:q]])",
+             "picked.append(members[:q])", ("tests/test_algorithm1.py",)),
+    Mutation("resume-ignores-state", "--resume restarts from scratch",
+             "ckptkd/train.py", "state = run.load_state() if resume and run is not None else None",
+             "state = None", ("tests/test_resume.py",)),
+    Mutation("resume-ignores-optimizer", "--resume drops the optimizer's momentum",
+             "ckptkd/train.py", '        opt.load_state_dict(state["optimizer"])\n', "",
+             ("tests/test_resume.py",)),
+    Mutation("resume-ignores-order", "--resume reshuffles as in epoch 1",
+             "ckptkd/train.py", '        order.set_state(state["order"])\n', "",
+             ("tests/test_resume.py",)),
+    Mutation("resume-keeps-stale-metrics", "--resume keeps the log of epochs it trains again",
+             "ckptkd/train.py", "        run.truncate_metrics(start - 1)\n", "        pass\n",
+             ("tests/test_resume.py",)),
+    Mutation("unverified-checkpoints", "a weights file without its sidecar counts as a checkpoint",
+             "ckptkd/trajectory/run.py", '        for sidecar in sorted((self.path / "checkpoints").glob("epoch_*.json")):\n'
+             '            meta = read_json(sidecar)\n',
+             '        for sidecar in sorted((self.path / "checkpoints").glob("epoch_*.safetensors")):\n'
+             '            sidecar = sidecar.with_suffix(".json")\n'
+             '            meta = read_json(sidecar) if sidecar.exists() else {"epoch": int(sidecar.stem[6:])}\n',
+             ("tests/test_resume.py",)),
+    Mutation("analyze-always-recomputes", "analyze recomputes every estimate", "ckptkd/info/analyze.py",
+             "        if key not in cache:\n", "        if True:\n", ("tests/test_analysis_cache.py",)),
+    Mutation("analyze-key-ignores-probe", "a cached estimate is served for another probe size",
+             "ckptkd/info/analyze.py", '_RAW_KEYS = ("estimator", "features", "tau", "probe_size", ',
+             '_RAW_KEYS = ("estimator", "features", "tau", ', ("tests/test_analysis_cache.py",)),
+    Mutation("teacher-cache-ignored", "distillation never reads the teacher-output cache",
+             "ckptkd/distill.py", "        if self.cache is not None:\n            target = self.cache.log_probs(",
+             "        if False:\n            target = self.cache.log_probs(", ("tests/test_cache.py",)),
+    Mutation("quiet-download", "loading digits tries the network and ignores the failure",
+             "ckptkd/data/sources.py", "    from sklearn.datasets import load_digits\n",
+             "    from sklearn.datasets import load_digits\n    import socket\n    try:\n"
+             "        socket.create_connection(('example.com', 80), timeout=1).close()\n"
+             "    except OSError:\n        pass\n", ("tests/test_network.py",)),
+]
+
+
+def copy_repo(dest: Path) -> None:
+    """The working tree as it is (committed or not), without git data and generated folders."""
+    skip = shutil.ignore_patterns(".git", "runs", "__pycache__", "*.egg-info", ".pytest_cache")
+    shutil.copytree(ROOT, dest, ignore=skip)
+
+
+def apply(copy: Path, m: Mutation) -> str:
+    """Apply ``m`` to the copy; return the file's original text."""
+    path = copy / m.file
+    text = path.read_text()
+    if text.count(m.old) != 1:
+        sys.exit(f"mutation {m.name}: its text occurs {text.count(m.old)} times in {m.file}, not once; "
+                 "the code moved: update MUTATIONS in scripts/mutation_check.py")
+    path.write_text(text.replace(m.old, m.new))
+    return text
+
+
+def run_tests(copy: Path, tests: tuple[str, ...], log: Path) -> int:
+    env = {**os.environ, "PYTHONPATH": str(copy), "OMP_NUM_THREADS": "1"}
+    with open(log, "w") as f:
+        return subprocess.call([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests],
+                               cwd=copy, env=env, stdout=f, stderr=subprocess.STDOUT)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("names", nargs="*", help="mutations to apply (default: all)")
+    p.add_argument("--list", action="store_true", help="list the mutations and exit")
+    p.add_argument("--baseline", action="store_true", help="first check that the unmutated copy passes the tests")
+    args = p.parse_args()
+    if args.list:
+        for m in MUTATIONS:
+            print(f"{m.name:28} {m.why}")
+        return 0
+    unknown = set(args.names) - {m.name for m in MUTATIONS}
+    if unknown:
+        sys.exit(f"unknown mutation(s): {', '.join(sorted(unknown))}; see --list")
+    chosen = [m for m in MUTATIONS if not args.names or m.name in args.names]
+    with tempfile.TemporaryDirectory(prefix="ckptkd-mutants-") as tmp:
+        copy, logs = Path(tmp) / "repo", Path(tmp) / "logs"
+        copy_repo(copy)
+        logs.mkdir()
+        for m in chosen:  # every text must be found before anything runs
+            (copy / m.file).write_text(apply(copy, m))
+        if args.baseline:
+            tests = tuple(dict.fromkeys(t for m in chosen for t in m.tests))
+            if run_tests(copy, tests, logs / "baseline.log") != 0:
+                print((logs / "baseline.log").read_text()[-3000:])
+                sys.exit("the unmutated copy fails these tests; fix that first")
+        results = []
+        for m in chosen:
+            original = apply(copy, m)
+            t0 = time.monotonic()
+            rc = run_tests(copy, m.tests, logs / f"{m.name}.log")
+            (copy / m.file).write_text(original)
+            verdict = {0: "MISSED", 1: "caught"}.get(rc, f"error (pytest exit {rc})")
+            results.append((m, verdict))
+            print(f"{m.name:28} {verdict:8} {time.monotonic() - t0:6.0f} s  {m.why}", flush=True)
+            if rc not in (0, 1):
+                print((logs / f"{m.name}.log").read_text()[-2000:])
+    caught = sum(v == "caught" for _, v in results)
+    print(f"\n{caught} of {len(results)} mutations caught")
+    return 0 if caught == len(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
