@@ -310,3 +310,12 @@ def test_signal_shift_moves_the_signal_and_fills_with_zeros():
     x = torch.arange(1, 11, dtype=torch.float32).view(1, 1, 10)
     out = Augment(shift=2).apply(x, {"shift": torch.tensor([[2]])})
     assert out.flatten().tolist() == [3, 4, 5, 6, 7, 8, 9, 10, 0, 0]
+
+
+def test_blobs_is_a_seeded_tabular_task_that_is_not_augmented():
+    data = load_dataset(DataConfig(spec="blobs", num_samples=500))
+    assert data.x_train.shape == (360, 1, 20) and data.x_val.shape == (40, 1, 20) and data.x_test.shape == (100, 1, 20)
+    assert data.num_classes == 5 and not data.augment.enabled and data.augment_why == "default for blobs"
+    again = load_dataset(DataConfig(spec="blobs", num_samples=500))
+    other = load_dataset(DataConfig(spec="blobs", num_samples=500, seed=1))
+    assert again.fingerprint == data.fingerprint != other.fingerprint

@@ -73,7 +73,8 @@ def default_augment(kind: str, sample_shape: tuple[int, ...]) -> Augment:
 
     Flips only for natural images (CIFAR), the paper's recipe; they change what a glyph, a
     signal or an array of unknown meaning says, so ``grid`` (npz, a dataset function or an
-    image folder: ckptkd cannot know what they show) only shifts.
+    image folder: ckptkd cannot know what they show) only shifts; feature vectors (``tabular``)
+    have no neighbourhood to shift in, so they get none.
     """
     if kind == "signal":
         return Augment(shift=_shift_size(kind, sample_shape), noise=0.05)

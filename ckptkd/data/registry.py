@@ -4,9 +4,10 @@ A spec is ``NAME`` or ``NAME:ARG`` (ARG: a path); any other spec with a colon is
 ``module.path:function``, a user's function returning the four arrays. Inputs are numpy
 arrays, or ``ImageFiles`` (images left on disk) from a source that ``streams``. Each source
 declares the kind of data it gives, which picks the default augmentation
-(``augment.default_augment``): ``image`` (natural images: flipped), ``grid`` (images of a kind
-ckptkd cannot know, photos or glyphs: never flipped by default), ``signal``, ``glyph`` (digits:
-flips change the class), or ``None`` where only the array shape can tell (4-D: grid, 3-D: signal).
+(``augment.default_augment``): ``image`` (natural images: flipped), ``grid`` (images of a
+kind ckptkd cannot know, photos or glyphs: never flipped by default), ``signal``,
+``tabular`` (feature vectors: not augmented), ``glyph`` (digits: flips change the class),
+or ``None`` where only the array shape can tell (4-D: grid, 3-D: signal).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Callable
 
 from ..errors import CkptkdError, closest
 
-KINDS = ("image", "grid", "signal", "glyph", None)
+KINDS = ("image", "grid", "signal", "glyph", "tabular", None)
 
 
 @dataclass(frozen=True)

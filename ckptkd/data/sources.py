@@ -69,6 +69,21 @@ def digits(test_fraction: float, seed: int):
     return x_tr, y_tr, x_te, y_te
 
 
+def blobs(num_samples: int, test_fraction: float, seed: int):
+    """A synthetic tabular task, scikit-learn's ``make_classification`` (Guyon 2003): 5 classes of
+    2 Gaussian clusters each on the vertices of a hypercube, 20 features of which 12 inform,
+    4 are linear mixes of those and 4 are noise; ``num_samples`` samples, the last
+    ``test_fraction`` of them for test. Overlapping clusters make it hard enough that a large
+    MLP memorises noisy labels instead of the clean boundary, which is what it is here for.
+    """
+    from sklearn.datasets import make_classification
+
+    x, y = make_classification(n_samples=num_samples, n_features=20, n_informative=12, n_redundant=4, n_classes=5,
+                               n_clusters_per_class=2, class_sep=1.2, flip_y=0.0, random_state=seed)
+    cut = num_samples - int(round(test_fraction * num_samples))
+    return x[:cut].astype(np.float32), y[:cut], x[cut:].astype(np.float32), y[cut:]
+
+
 def npz(path: str):
     try:
         with np.load(path, allow_pickle=False) as z:
@@ -110,6 +125,11 @@ def _mnist1d(arg, cfg):
 @register_source("digits", kind="glyph")
 def _digits(arg, cfg):
     return digits(cfg.test_fraction, cfg.seed)
+
+
+@register_source("blobs", kind="tabular")
+def _blobs(arg, cfg):
+    return blobs(cfg.num_samples, cfg.test_fraction, cfg.seed)
 
 
 @register_source("npz", kind=None, arg="PATH")
