@@ -696,11 +696,13 @@ def check_paper(ctx: Context, fig: dict) -> tuple[bool, str]:
         if ctx.remaining() < 0:
             fig["policies"][policy] = {"skipped": "time limit"}
             continue
-        chosen = json.loads(cli("select", str(run), "--policy", policy, "--device", dev.type, "--probe-size",
-                                str(p.paper_probe), "--quiet", "--json"))["chosen"]
-        if not chosen:  # a policy that needs more than the command line gives (explicit: epochs)
-            fig["policies"][policy] = {"skipped": "select chose no checkpoint"}
+        if POLICIES[policy].takes_epochs:  # explicit: the user's epochs, nothing to choose
+            fig["policies"][policy] = {"skipped": "takes the user's epochs"}
             continue
+        # the student settings serve policy proxy, whose short distillations need them
+        chosen = json.loads(cli("select", str(run), "--policy", policy, "--device", dev.type, "--probe-size",
+                                str(p.paper_probe), "--student-model", p.paper_student, "--student-epochs",
+                                str(p.paper_student_epochs), "--quiet", "--json"))["chosen"]
         out = ctx.work / "paper" / f"student-{policy}"
         t0 = time.perf_counter()
         cli("distill", "--data", spec, *[a for c in chosen for a in ("--teacher", c["path"])], "--model",

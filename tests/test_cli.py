@@ -128,12 +128,14 @@ def test_analyze_writes_tables_and_plots_and_caches(cli_run_copy, capsys):
 def test_select_prints_the_choice_as_json(cli_run_copy, capsys):
     # raw scaling: the score is I(X;F) + I(Y;F) as estimated, which this test can add up itself
     # (min-max scaling would tie two checkpoints whenever each wins one term; see test_algorithm1.py)
-    code, out, _ = ckptkd(capsys, "select", cli_run_copy, "--json", "-k", "1", "--probe-size", "200",
+    code, out, _ = ckptkd(capsys, "select", cli_run_copy, "--json", "-k", "1", "--policy", "mi", "--probe-size", "200",
                           "--scaling", "raw", "--quiet")
     assert code == 0
     result = json.loads(out)
     assert sorted(r["epoch"] for r in result["ranking"]) == [1, 2]
-    score = {r["epoch"]: r["ixf"] + r["iyf"] for r in result["ranking"]}
+    rows = json.loads((Path(cli_run_copy) / "analysis.json").read_text())["rows"]  # the estimates select used
+    score = {r["epoch"]: r["ixf"] + r["iyf"] for r in rows}
+    assert {r["epoch"]: r["score"] for r in result["ranking"]} == pytest.approx(score)
     assert abs(score[1] - score[2]) > 1e-6, "the two checkpoints tie; the test would accept either"
     assert [c["epoch"] for c in result["chosen"]] == [max(score, key=score.get)]
     assert [r["epoch"] for r in result["ranking"]] == sorted(score, key=score.get, reverse=True)

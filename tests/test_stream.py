@@ -132,7 +132,7 @@ def test_webdataset_without_a_split_is_split_per_class(tmp_path):
 
 
 def test_sources_are_a_registry():
-    assert DATASETS == ("mnist1d", "digits", "npz:PATH", "cifar10:DIR", "cifar100:DIR", "imagefolder:DIR",
+    assert DATASETS == ("mnist1d", "digits", "blobs", "npz:PATH", "cifar10:DIR", "cifar100:DIR", "imagefolder:DIR",
                         "webdataset:DIR", "module.path:function")
 
     @register_source("tiny_signals", kind="signal")
