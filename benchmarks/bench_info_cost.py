@@ -28,8 +28,9 @@ import torch
 
 from ckptkd.config import InfoConfig, KDConfig, RunConfig
 from ckptkd.data import load_dataset
-from ckptkd.distill import Teacher, distill
+from ckptkd.distill import distill
 from ckptkd.info.analyze import analyze, estimate, extract, probe_indices
+from ckptkd.teacher import Teacher
 from ckptkd.train import train
 from ckptkd.trajectory import Run, load_model
 

@@ -13,10 +13,11 @@ __version__ = "0.1.0"
 from .config import (DataConfig, DistillConfig, InfoConfig, KDConfig, ProxyConfig, RunConfig, SelectConfig,
                      StageConfig, TrainConfig, load_config)
 from .data import Dataset, load_dataset
-from .distill import KD, Teacher, distill, kd_loss
+from .distill import KD, distill, kd_loss
 from .errors import CkptkdError
 from .models import create_model, list_models, penultimate, register_model
 from .select import SelectionContext, choose
+from .teacher import Teacher
 from .train import CrossEntropy, evaluate, fit, train
 from .trajectory import Checkpoint, Run, Trajectory, load_model, open_checkpoint, open_trajectory
 

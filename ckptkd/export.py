@@ -26,10 +26,10 @@ from torch import nn
 
 from .config import DataConfig, from_dict
 from .data import Dataset, load_dataset
-from .distill import Teacher
 from .errors import CkptkdError, closest
+from .io import atomic_write
+from .teacher import Teacher
 from .trajectory import Checkpoint, Run, load_model, open_checkpoint
-from .trajectory.io import atomic_write
 
 TOLERANCE = 1e-4  # max |logit difference| between the exported file and the PyTorch student
 CHECK_SAMPLES = 256

@@ -16,15 +16,16 @@ from pathlib import Path
 from . import parallel
 from .config import RunConfig, StageConfig, to_dict
 from .data import Dataset, load_dataset
-from .distill import Teacher, distill, teacher_accuracy
+from .distill import distill
 from .errors import CkptkdError
 from .export import Compression, compression
+from .io import make_folder, occupied, read_json, write_json
 from .models import create_model
 from .select import SelectionContext, choose
+from .teacher import Teacher, teacher_accuracy
 from .train import resolve_device, train
-from .trajectory import Checkpoint, Run, load_model, read_json, write_json
+from .trajectory import Checkpoint, Run, load_model
 from .trajectory.run import config_hash
-from .trajectory.io import make_folder, occupied
 
 
 @dataclass

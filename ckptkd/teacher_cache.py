@@ -55,9 +55,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .distill import target_log_probs
 from .errors import CkptkdError
-from .trajectory.io import _fsync_dir, read_json, sha256_bytes, write_json
+from .io import _fsync_dir, read_json, sha256_bytes, write_json
+from .teacher import target_log_probs
 
 FORMAT = "ckptkd-teacher-cache"
 VERSION = 1

@@ -38,7 +38,7 @@ class Mutation:
 MUTATIONS = [
     Mutation("kd-uniform-target", "distillation ignores the teacher (uniform KD target)",
              "ckptkd/distill.py", "        target = self.teacher_log_probs(x, idx, epoch)\n",
-             "        target = torch.full_like(logits, -math.log(logits.shape[-1]))\n",
+             "        target = torch.log_softmax(torch.zeros_like(logits), dim=-1)\n",  # distill.py imports no math
              ("tests/test_kd_loss.py",)),
     Mutation("kd-no-temperature-squared", "the KD term loses its T^2 factor",
              "ckptkd/distill.py", "return temperature**2 * F.kl_div(", "return F.kl_div(",
@@ -54,7 +54,7 @@ MUTATIONS = [
              "ckptkd/info/analyze.py", "return [(v - lo) / (hi - lo) if hi > lo else 0.0 for v in vals]",
              "return [v / hi if hi > 0 else 0.0 for v in vals]", ("tests/test_algorithm1.py",)),
     Mutation("top-k-lowest", "the selection takes the lowest scores",
-             "ckptkd/select.py", "key=lambda sc: (-sc[0], -sc[1].epoch)", "key=lambda sc: (sc[0], -sc[1].epoch)",
+             "ckptkd/select/picks.py", "key=lambda sc: (-sc[0], -sc[1].epoch)", "key=lambda sc: (sc[0], -sc[1].epoch)",
              ("tests/test_algorithm1.py",)),
     Mutation("probe-not-random", "the probe set ignores its seed (first members of each class)",
              "ckptkd/info/analyze.py", "picked.append(members[torch.randperm(len(members), generator=g)[:q]])",

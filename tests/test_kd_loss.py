@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ckptkd import KDConfig
-from ckptkd.distill import KD, Teacher
+from ckptkd.distill import KD
+from ckptkd.teacher import Teacher
 
 
 class Fixed(nn.Module):

@@ -23,8 +23,8 @@ import pytest
 import yaml
 
 from ckptkd.cli import main
+from ckptkd.io import sha256_file
 from ckptkd.trajectory import Run
-from ckptkd.trajectory.io import sha256_file
 
 EPOCHS = 6
 ARGS = ["train", "--data", "digits", "--model", "mlp_m", "--epochs", str(EPOCHS), "--save-every", "1",

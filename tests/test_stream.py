@@ -16,11 +16,12 @@ from PIL import Image
 from ckptkd import DataConfig, KDConfig, StageConfig, load_dataset
 from ckptkd.data import DATASETS, ImageFiles, list_sources, register_source, subset
 from ckptkd.data.registry import _SOURCES
-from ckptkd.distill import Teacher, distill
+from ckptkd.distill import distill
 from ckptkd.errors import CkptkdError
+from ckptkd.io import sha256_file
+from ckptkd.teacher import Teacher
 from ckptkd.train import evaluate, train
 from ckptkd.trajectory import Run
-from ckptkd.trajectory.io import sha256_file
 
 STAGE = StageConfig(model="mlp_xs", epochs=2, batch_size=16, lr=0.05)
 

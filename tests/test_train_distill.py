@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from ckptkd import (KD, CkptkdError, DataConfig, KDConfig, Run, StageConfig, Teacher, create_model, distill, fit,
                     kd_loss, load_dataset, train)
-from ckptkd.distill import combine_log_probs
+from ckptkd.teacher import combine_log_probs
 from ckptkd.train import CrossEntropy, lr_factor
 
 TINY = StageConfig(model="mlp_xs", epochs=2, batch_size=64)

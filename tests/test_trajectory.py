@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from ckptkd import CkptkdError, Run, create_model, load_model, open_checkpoint, open_trajectory
-from ckptkd.trajectory import atomic_write, save_weights
+from ckptkd.io import atomic_write, sha256_file
+from ckptkd.trajectory import save_weights
 from ckptkd.trajectory.foreign import read_torch_state_dict
-from ckptkd.trajectory.io import sha256_file
 
 IN_SHAPE = (1, 8, 8)
 

@@ -56,7 +56,8 @@ def train(args, overrides):
 
 def distill(args, overrides):
     from .. import parallel
-    from ..distill import Teacher, distill as distill_model
+    from ..distill import distill as distill_model
+    from ..teacher import Teacher
     from ..train import resolve_device
     from ..trajectory import open_checkpoint
 
@@ -95,7 +96,7 @@ def _create_run(args, config: dict, **make):
 
 
 def eval(args, overrides):  # noqa: A001 - the subcommand's name
-    from ..distill import Teacher
+    from ..teacher import Teacher
     from ..train import evaluate, resolve_device
     from ..trajectory import load_model, open_checkpoint
 

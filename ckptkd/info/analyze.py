@@ -23,8 +23,9 @@ from tqdm import tqdm
 from ..config import InfoConfig
 from ..data import Dataset
 from ..errors import CkptkdError
+from ..io import atomic_write, read_json, write_json
 from ..models import penultimate
-from ..trajectory import Checkpoint, atomic_write, check_trained_on, load_model, read_json, write_json
+from ..trajectory import Checkpoint, check_trained_on, load_model
 from .estimators import InformationSaturationWarning
 from .registry import get_estimator, key_params
 

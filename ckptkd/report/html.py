@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from ..errors import CkptkdError
-from ..trajectory import atomic_write
+from ..io import atomic_write
 from .markup import (Column, command_note, esc, facts, figure, fixed, is_number, number_or_nan, page, para, pct, png,
                      section, shown, table, tag)
 

@@ -9,7 +9,7 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from ..trajectory.io import write_error  # noqa: E402
+from ..io import write_error  # noqa: E402
 
 
 def information_plane(rows: list[dict], ax, color_key: str = "epoch", label: str = "epoch"):

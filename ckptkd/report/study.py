@@ -13,7 +13,7 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
-from ..trajectory import atomic_write
+from ..io import atomic_write
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

@@ -28,8 +28,8 @@ import torch
 from ..config import InfoConfig, KDConfig, ProxyConfig, StageConfig
 from ..data import Dataset
 from ..errors import CkptkdError
-from ..trajectory import Checkpoint, load_model, read_json, write_json
-from ..trajectory.io import sha256_file
+from ..io import read_json, sha256_file, write_json
+from ..trajectory import Checkpoint, load_model
 
 CACHE_NAME = "selection-cache.json"
 
@@ -99,7 +99,8 @@ class SelectionContext:
                     "proxy": dataclasses.asdict(self.proxy_cfg), "seed": self.seed}
 
         def compute() -> dict:
-            from ..distill import Teacher, distill
+            from ..distill import distill
+            from ..teacher import Teacher
 
             data = proxy_data(self.data, self.proxy_cfg)
             teacher = Teacher.from_checkpoints([ckpt], data.num_classes, data.in_shape, kd.combine)

@@ -18,7 +18,8 @@ from pathlib import Path
 from .. import parallel
 from ..config import DataConfig, StageConfig, StudyConfig, from_dict
 from ..data import Dataset, load_dataset
-from ..trajectory import Run, open_checkpoint, read_json, write_json
+from ..io import read_json, write_json
+from ..trajectory import Run, open_checkpoint
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,8 @@ def _data(cfg: DataConfig) -> Dataset:
 
 def run_cell(cell: Cell, cfg: StudyConfig, root: Path, device="cpu", cache_dir: Path | None = None) -> dict:
     """Train or distill this cell from scratch and write its result.json."""
-    from ..distill import Teacher, distill, teacher_accuracy
+    from ..distill import distill
+    from ..teacher import Teacher, teacher_accuracy
     from ..train import train
 
     data = _data(cfg.data)

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ..trajectory import read_json
-from ..trajectory.io import append_jsonl
+from ..io import append_jsonl, read_json
 
 LOG = "invocations.jsonl"
 

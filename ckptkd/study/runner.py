@@ -23,9 +23,9 @@ from .. import parallel
 from ..config import StudyConfig, to_dict
 from ..errors import CkptkdError
 from ..info.analyze import analyze
+from ..io import atomic_write, make_folder, occupied, read_json, write_json
 from ..select import POLICIES, SelectionContext, get_policy, halfway, last, policy_scores, top_k
-from ..trajectory import Run, atomic_write, read_json, write_json
-from ..trajectory.io import make_folder, occupied
+from ..trajectory import Run
 from .cells import Cell, _data, finished, run_cell, run_cell_from_dicts
 from .invocations import Invocation, invocations
 

@@ -9,7 +9,8 @@ from torch import nn
 from ..errors import CkptkdError, warn
 from ..models import create_model
 from .foreign import SUFFIXES, epoch_of, foreign_files, match_keys, read_torch_state_dict
-from .io import atomic_write, load_weights, read_json, save_weights, sha256_file, write_json
+from ..io import atomic_write, read_json, sha256_file, write_json
+from .io import load_weights, save_weights
 from .run import Checkpoint, Run, checkpoint_of
 from .writer import Trajectory
 

@@ -32,7 +32,8 @@ import torch
 import yaml
 
 from ..errors import CkptkdError
-from .io import append_jsonl, atomic_write, load_weights, occupied, read_json, save_weights, write_error, write_json
+from ..io import append_jsonl, atomic_write, occupied, read_json, write_error, write_json
+from .io import load_weights, save_weights
 
 FORMAT = "ckptkd-run"
 STATE_NAME = "state.pt"  # resume state; loaded with weights_only=True
