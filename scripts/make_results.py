@@ -17,7 +17,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from ckptkd.report.study import render_markdown, table_ensembles, table_intermediate, verdicts
+from ckptkd.report.study import noise, render_markdown, table_ensembles, table_intermediate, verdicts
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,25 +28,28 @@ def pct(v: float) -> str:
 
 def reading(results: dict) -> str:
     inter = {r["teacher"]: r for r in table_intermediate(results)}
-    v = verdicts(results)
+    v = verdicts(results, "mi")
+    nz = noise(results)
     full, best, half, nokd = (inter[k] for k in ("full (last)", "best intermediate", "halfway", "none (no KD)"))
     lines = [
         f"- KD from the full teacher vs no KD: {pct(full['student_mean'] - nokd['student_mean'])} points "
-        f"(seed noise, pooled std over student seeds: {100 * v['seed_noise']:.2f}).",
+        f"(seed noise, pooled std over student seeds: {100 * nz:.2f}).",
         f"- Best intermediate checkpoint (epoch {best['epoch']}, in hindsight) vs full teacher: "
         f"{pct(best['delta_vs_full'])}; halfway (epoch {half['epoch']}): {pct(half['delta_vs_full'])}. "
         + ("The best intermediate teacher's margin is within the seed noise."
-           if abs(best["delta_vs_full"]) <= v["seed_noise"] else
+           if abs(best["delta_vs_full"]) <= nz else
            "The best intermediate teacher's margin exceeds the seed noise."),
     ]
-    rows = table_ensembles(results)
-    if len(rows) >= 2:
-        full_e, snap = rows[0], rows[1]
+    rows = {r["ensemble"]: r for r in table_ensembles(results)}
+    full_e = rows.get("full ensemble (independent runs, last)")
+    snap = next((r for k, r in rows.items() if k.startswith("snapshot, halfway + last")), None)
+    if full_e and snap:
         lines.append(f"- Snapshot ensemble (halfway + last) vs full ensemble of independent runs: student "
                      f"{pct(snap['student_mean'] - full_e['student_mean'])} points.")
-    lines.append(f"- Algorithm 1 ({v['estimator']} total) picked a checkpoint with regret {100 * v['regret']:.2f} "
-                 f"({'within' if v['within_noise_of_best'] else 'outside'} the seed noise), "
-                 f"{pct(v['vs_full'])} vs the full teacher's student, Spearman ρ {v['spearman']:.2f}.")
+    if v["measured"]:
+        lines.append(f"- Algorithm 1 ({results['config']['info']['estimator']} total) picked epoch {v['epoch']}, regret "
+                     f"{100 * v['regret']:.2f} ({'within' if v['within_noise_of_best'] else 'outside'} the seed noise), "
+                     f"{pct(v['vs_last'])} vs the full teacher's student, Spearman ρ {v['spearman']:.2f}.")
     return "\n".join(lines)
 
 
@@ -93,7 +96,7 @@ def rerun_section(a: Path, b: Path) -> str:
     same = [c for c in acc_a if c in acc_b and acc_a[c] == acc_b[c]]
     differ = sorted(c for c in acc_a if c in acc_b and acc_a[c] != acc_b[c])
     teachers = [c for c in differ if c.startswith("teacher/")]
-    va, vb = verdicts(ra), verdicts(rb)
+    va, vb = verdicts(ra, "mi"), verdicts(rb, "mi")
     return "\n".join([
         f"## Two runs of {rb['config']['name']}", "",
         f"`{a}` is an earlier run of the same study config; the tables above are from `{b}`.", "",

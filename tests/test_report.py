@@ -219,7 +219,7 @@ def test_a_study_report_holds_all_its_tables_and_plots(study_folder):
     assert len(page.all("tr")) == n_rows
     assert len(page.all("img")) == 4  # student vs epoch, plane by student, and the estimator's plane and score
     words = page.words
-    for expected in ("study tiny", "Full teacher vs intermediate teacher", "snapshot, picked by last",
+    for expected in ("study tiny", "Full teacher vs intermediate teacher", "snapshot, halfway + last; picked by last",
                      "snapshot, picked by mi", "trajectory average: all checkpoints", "kde: total (Algorithm 1)",
                      "binning: I(Y;F)", "within noise of the best", "Spearman", "oracle: teacher test accuracy"):
         assert expected in words, expected

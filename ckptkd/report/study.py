@@ -117,9 +117,17 @@ def table_ensembles(results: dict) -> list[dict]:
     for name, p in results.get("selection", {}).items():
         if "ensemble" in p:
             picked_by[snapshot_group(p["ensemble"])].append(name)
+    epochs = [t["epoch"] for t in results["trajectory"]]
+    half = min(epochs, key=lambda e: (abs(e - epochs[-1] / 2), e))
+    paper = snapshot_group([half, epochs[-1]])  # the paper's two-checkpoint snapshot ensemble
+
+    def label(k: str) -> str:
+        parts = ["halfway + last"] if k == paper else []
+        parts += [f"picked by {', '.join(picked_by[k])}"] if picked_by[k] else []
+        return "snapshot, " + "; ".join(parts)
+
     labels = [("ens-full", "full ensemble (independent runs, last)")]
-    labels += [(k, "snapshot" + (f", picked by {', '.join(picked_by[k])}" if picked_by[k] else ", halfway + last"))
-               for k in sorted(g) if k.startswith("snap-")]
+    labels += [(k, label(k)) for k in sorted(g) if k.startswith("snap-")]
     labels += [("avg-all", "trajectory average: all checkpoints (mean probabilities)"),
                ("avg-late", "trajectory average: later half (mean probabilities)")]
     return [{"ensemble": label, "epochs": g[k]["teacher_epochs"], "ensemble_acc": g[k]["teacher_acc"],
