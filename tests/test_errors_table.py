@@ -360,7 +360,7 @@ CASES: list[Case] = [
     Case("npz-missing", "an npz path that does not exist", _train(data="npz:nope.npz"),
          "npz file 'nope.npz' does not exist"),
     Case("unknown-dataset", "a misspelt dataset name", _train(data="digts"),
-         "unknown dataset 'digts' (did you mean 'digits'?); use one of mnist1d, digits, npz:PATH, cifar10:DIR, "
+         "unknown dataset 'digts' (did you mean 'digits'?); use one of mnist1d, digits, blobs, npz:PATH, cifar10:DIR, "
          "cifar100:DIR, imagefolder:DIR, webdataset:DIR, module.path:function"),
     Case("dataset-without-path", "a dataset that needs a folder, given without one", _train(data="imagefolder"),
          "dataset 'imagefolder' is written imagefolder:DIR"),
