@@ -123,7 +123,7 @@ class ProxyConfig:
 class SelectConfig:
     # the default reads held-out data only and is chosen for its worst case (docs/selection.md);
     # any registered policy (`ckptkd policies`), or a+b for the union of their picks
-    policy: str = "val-nll"
+    policy: str = "val-nll-1se"
     k: int = 1  # checkpoints each policy picks (a snapshot ensemble when > 1)
     min_spacing: int = 0  # with k > 1: minimum epochs between picked checkpoints
     checkpoints: list[int] = field(default_factory=list)  # policy explicit: epochs to use
@@ -184,7 +184,7 @@ class StudyConfig:
     policies: list[str] = field(default_factory=list)  # selection policies measured ([]: every registered one)
     # policies whose snapshot ensemble (k = ensemble_size) gets students of its own; the other
     # policies' ensemble picks are reported, with a student where one of these cells has it
-    snapshot_policies: list[str] = field(default_factory=lambda: ["mi", "best-val", "val-nll"])
+    snapshot_policies: list[str] = field(default_factory=lambda: ["mi", "best-val", "val-nll", "val-nll-1se"])
     proxy: ProxyConfig = field(default_factory=ProxyConfig)  # policy proxy's budget
     device: str = "auto"
 

@@ -279,3 +279,30 @@ def test_top_k_and_choose_agree(trained_run, digits):
     ctx = _ctx(digits)
     ckpts = trained_run.checkpoints()
     assert choose("val-nll", ckpts, ctx, k=2) == top_k(ckpts, policy_scores("val-nll", ckpts, ctx), 2)
+
+
+def test_val_nll_1se_ties_what_the_validation_split_cannot_tell_apart_and_gives_ties_to_the_later():
+    from types import SimpleNamespace
+
+    from ckptkd.select.policies.validation import ValNLL1SE
+
+    class Ctx:  # per-sample NLLs by hand; the policy reads nothing else
+        def __init__(self, samples):
+            self.samples = samples
+
+        def require_val(self, who):
+            pass
+
+        def val_metrics(self, c):
+            return {"nll_ts_samples": self.samples[c.epoch]}
+
+    ckpts = [SimpleNamespace(epoch=e) for e in (1, 2, 3)]
+    # epoch 1 is best by 0.01 nats, a difference whose paired standard error is 0.05: a tie
+    noisy = {1: [1.0, 2.0, 0.0, 1.0] * 25, 2: [2.0, 1.0, 1.0, 0.04] * 25, 3: [1.5, 1.5, 0.5, 0.54] * 25}
+    scores = ValNLL1SE().scores(ckpts, Ctx(noisy))
+    assert scores[0] == 0.0 and scores[2] == 0.0  # epoch 3 is tied with the best
+    assert [c.epoch for c in top_k(ckpts, scores, 1)] == [3]  # and ties go to the later checkpoint
+    # the same mean gap with no spread is a real difference: the best one is picked
+    clear = {1: [1.0] * 100, 2: [1.2] * 100, 3: [1.01] * 100}
+    scores = ValNLL1SE().scores(ckpts, Ctx(clear))
+    assert scores == pytest.approx([0.0, -0.2, -0.01]) and [c.epoch for c in top_k(ckpts, scores, 1)] == [1]

@@ -44,7 +44,8 @@ def count_runs(monkeypatch):
 def test_the_grid_has_every_cell(finished_study):
     _, _, results = finished_study
     groups = {r["cell"].split("/")[1] for r in results["students"]}
-    picked = {report.snapshot_group(results["selection"][p]["ensemble"]) for p in ("mi", "best-val", "val-nll")}
+    picked = {report.snapshot_group(results["selection"][p]["ensemble"])
+              for p in ("mi", "best-val", "val-nll", "val-nll-1se")}
     snapshots = picked | {"snap-0001-0003"}  # and the paper's halfway + last (1.5 is a tie: the earlier)
     assert groups == {"nokd", "ckpt-0001", "ckpt-0002", "ckpt-0003", "ens-full", "avg-all", "avg-late"} | snapshots
     assert len(results["students"]) == len(groups) * 2 and len(results["teachers"]) == 2
@@ -203,7 +204,7 @@ def test_study_tables_and_plots_are_written(finished_study):
     _, root, results = finished_study
     paths = report.write_tables(results, root) + report.plot_study(results, root)
     assert all(p.exists() and p.stat().st_size > 0 for p in paths)
-    assert json.loads((root / "tables.json").read_text())["verdicts"]["policy"] == "val-nll"  # the default
+    assert json.loads((root / "tables.json").read_text())["verdicts"]["policy"] == "val-nll-1se"  # the default
 
 
 def test_study_end_to_end_on_a_cifar_format_folder(tmp_path):

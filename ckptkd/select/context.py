@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from ..config import InfoConfig, KDConfig, ProxyConfig, StageConfig
 from ..data import Dataset
@@ -79,10 +80,12 @@ class SelectionContext:
             _, logits = extract(model, self.data.x_val, "logits", device=self.device)
             y = self.data.y_val
             t, nll_ts = fit_temperature(logits, y)
+            per_sample = F.cross_entropy(logits.double() / t, y, reduction="none")
             return {"val_acc": float((logits.argmax(1) == y).double().mean()), "val_nll": nll(logits, y),
-                    "val_nll_ts": nll_ts, "temperature": t}
+                    "val_nll_ts": nll_ts, "temperature": t, "nll_ts_samples": per_sample.tolist()}
 
-        return self._cached("val", ckpt, {"n_val": len(self.data.y_val)}, compute)
+        # "samples": records before the per-sample NLLs were kept are computed again (one val pass)
+        return self._cached("val", ckpt, {"n_val": len(self.data.y_val), "samples": True}, compute)
 
     def proxy(self, ckpt: Checkpoint) -> dict:
         """A short distillation from ``ckpt`` (``ProxyConfig``): the proxy student's ``val_acc``."""

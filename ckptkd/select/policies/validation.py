@@ -1,6 +1,10 @@
 """Policies that read the teacher's predictions on the validation split."""
 from __future__ import annotations
 
+import math
+
+import torch
+
 from ..base import Policy, register
 
 
@@ -51,3 +55,33 @@ class ValNLL(_ValPolicy):
 
     def score(self, metrics):
         return -metrics["val_nll_ts"]
+
+
+@register
+class ValNLL1SE(_ValPolicy):
+    """``val-nll`` that does not rank what the validation split cannot tell apart.
+
+    A validation split of a few hundred samples measures each checkpoint's NLL with a
+    sampling error, and on a flat stretch of the trajectory the argmin is decided by that
+    error alone. The one-standard-error rule (Breiman et al. 1984; Hastie, Tibshirani &
+    Friedman, ESL 2nd ed., section 7.10) treats a checkpoint whose NLL exceeds the best one's
+    by less than the standard error of that difference as tied with it; ties go to the later
+    checkpoint, the one a user would distil from without ckptkd. The difference and its
+    standard error are paired over the validation samples (the same samples score every
+    checkpoint): for per-sample NLLs a_j (this checkpoint) and b_j (the best),
+    d = mean(a - b) and SE = std(a - b) / sqrt(n). Score: -max(0, d - SE).
+    """
+
+    name = "val-nll-1se"
+    summary = "val-nll, with checkpoints within one standard error of the best tied and ties to the later"
+
+    def scores(self, ckpts, ctx):
+        ctx.require_val(f"policy {self.name}")
+        per = [torch.tensor(ctx.val_metrics(c)["nll_ts_samples"], dtype=torch.float64) for c in ckpts]
+        best = min(range(len(per)), key=lambda i: float(per[i].mean()))
+        out = []
+        for p in per:
+            d = p - per[best]
+            se = float(d.std()) / math.sqrt(len(d)) if len(d) > 1 else 0.0
+            out.append(-max(0.0, float(d.mean()) - se))
+        return out
