@@ -91,6 +91,17 @@ MUTATIONS = [
              "    from sklearn.datasets import load_digits\n    import socket\n    try:\n"
              "        socket.create_connection(('example.com', 80), timeout=1).close()\n"
              "    except OSError:\n        pass\n", ("tests/test_network.py",)),
+    Mutation("selection-reads-test", "the validation metrics are taken on the test split",
+             "ckptkd/select/context.py", 'extract(model, self.data.x_val, "logits", device=self.device)\n'
+             '            y = self.data.y_val',
+             'extract(model, self.data.x_test, "logits", device=self.device)\n            y = self.data.y_test',
+             ("tests/test_select.py",)),
+    Mutation("one-se-ignored", "val-nll-1se ranks by the mean NLL alone (no standard error)",
+             "ckptkd/select/policies/validation.py", "out.append(-max(0.0, float(d.mean()) - se))",
+             "out.append(-float(d.mean()))", ("tests/test_select.py",)),
+    Mutation("val-split-leaks", "the validation samples are trained on too",
+             "ckptkd/data/__init__.py", "x, y, xv, yv = x[~val], y[~val], x[val], y[val]",
+             "x, y, xv, yv = x, y, x[val], y[val]", ("tests/test_data.py",)),
 ]
 
 

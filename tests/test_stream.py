@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -168,23 +167,10 @@ def test_a_corrupt_image_is_found_at_load_not_mid_training(tmp_path):
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "CKPTKD_TENSORBOARD": "0"}
 
 
-def _ckptkd(*args, **kw):
-    return subprocess.Popen([sys.executable, "-m", "ckptkd", *args], env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, **kw)
-
-
-def _kill_when(proc, path: Path) -> bool:
-    """SIGKILL ``proc`` as soon as ``path`` exists (a save point written); False if it ended first.
-    Either outcome is fine for the test: what it checks is the resumed result."""
-    while not path.exists():
-        if proc.poll() is not None:
-            return False
-        time.sleep(0.005)
-    if proc.poll() is not None:
-        return False
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    return True
+def _ckptkd(*args, fault: str | None = None):
+    env = {**ENV, "CKPTKD_FAULT": fault} if fault else {k: v for k, v in ENV.items() if k != "CKPTKD_FAULT"}
+    return subprocess.Popen([sys.executable, "-m", "ckptkd", *args], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def test_a_streamed_distillation_killed_at_a_save_point_resumes_bitwise(tmp_path):
@@ -192,18 +178,19 @@ def test_a_streamed_distillation_killed_at_a_save_point_resumes_bitwise(tmp_path
     data = ["--data", f"imagefolder:{root}", "--stream", "--workers", "1"]
     teacher = tmp_path / "teacher"
     assert _ckptkd("train", *data, "--model", "mlp_s", "--epochs", "2", "--batch-size", "16", "--out", str(teacher),
-                   "--quiet").wait(timeout=300) == 0
+                   "--quiet").wait() == 0
     ckpt = str(Run(teacher).checkpoints()[-1].path)
     args = ["distill", "--teacher", ckpt, *data, "--model", "mlp_xs", "--epochs", "4", "--save-every", "1",
             "--batch-size", "16", "--cache-dir", str(tmp_path / "cache"), "--quiet"]
     reference = tmp_path / "reference"
-    assert _ckptkd(*args, "--out", str(reference)).wait(timeout=300) == 0
+    assert _ckptkd(*args, "--out", str(reference)).wait() == 0
     resumed = tmp_path / "resumed"
-    killed = _kill_when(_ckptkd(*args, "--out", str(resumed)), resumed / "checkpoints" / "epoch_0002.json")
-    if killed:
-        assert not Run(resumed).complete
+    # killed by the process itself right after its 2nd save point (CKPTKD_FAULT, ckptkd/trajectory/run.py)
+    killed = _ckptkd(*args, "--out", str(resumed), fault="after-save:2")
+    assert killed.wait() == -signal.SIGKILL, killed.stderr.read()
+    assert not Run(resumed).complete and [c.epoch for c in Run(resumed).checkpoints()] == [1, 2]
     proc = _ckptkd(*args, "--out", str(resumed), "--resume")
-    assert proc.wait(timeout=300) == 0, proc.stderr.read()
+    assert proc.wait() == 0, proc.stderr.read()
     ref, res = Run(reference).checkpoints(), Run(resumed).checkpoints()
     assert [c.epoch for c in res] == [1, 2, 3, 4]
     assert [sha256_file(c.path) for c in res] == [sha256_file(c.path) for c in ref]
