@@ -159,8 +159,14 @@ class Compression:
                     f"{self.student_ms:.3f} ms per sample on CPU; no teacher recorded")
         return (f"compression: student {self.student} {self.student_params:,} parameters vs teacher {self.teacher} "
                 f"{self.teacher_params:,} ({self.teacher_params / self.student_params:.1f}x fewer); CPU latency per "
-                f"sample {self.student_ms:.3f} ms vs {self.teacher_ms:.3f} ms ({self.teacher_ms / self.student_ms:.1f}x "
-                f"faster), batch 1, {self.threads} thread{'s' * (self.threads != 1)}")
+                f"sample {self.student_ms:.3f} ms vs {self.teacher_ms:.3f} ms ({speed(self.teacher_ms, self.student_ms)}), "
+                f"batch 1, {self.threads} thread{'s' * (self.threads != 1)}")
+
+
+def speed(teacher_ms: float, student_ms: float) -> str:
+    """"3.2x faster", or "1.9x slower" when the student measured slower (a tiny model on a busy CPU)."""
+    ratio = teacher_ms / student_ms
+    return f"{ratio:.1f}x faster" if ratio >= 1 else f"{1 / ratio:.1f}x slower"
 
 
 def compression(student: nn.Module, student_name: str, teacher: nn.Module | None, teacher_name: str | None,
@@ -312,7 +318,7 @@ def format_report(r: Report, source: str) -> str:
     if len(r.rows) == 3:
         (_, s_params, s_size, s_ms), (_, _, _, x_ms), (_, t_params, t_size, t_ms) = r.rows
         lines.append(f"compression: {t_params / s_params:.1f}x fewer parameters, {t_size / s_size:.1f}x smaller "
-                     f"on disk, {t_ms / s_ms:.1f}x faster in PyTorch ({t_ms / x_ms:.1f}x as exported)")
+                     f"on disk, {speed(t_ms, s_ms)} in PyTorch ({speed(t_ms, x_ms)} as exported)")
     else:
         lines.append(f"compression: not measured ({r.note}; give --teacher CKPT to compare)")
     lines.append(f"latency: batch size 1, {torch.get_num_threads()} threads, median of interleaved rounds")

@@ -313,7 +313,7 @@ def test_run_ends_with_the_compression_line(finished_pipeline):
     params = {m: count_params(create_model(m, 10, (1, 8, 8))) for m in ("mlp_xs", "mlp_s")}
     last = stdout.splitlines()[-1]
     m = re.fullmatch(r"compression: student mlp_xs ([\d,]+) parameters vs teacher mlp_s \(epoch 4\) ([\d,]+) "
-                     r"\(([\d.]+)x fewer\); CPU latency per sample ([\d.]+) ms vs ([\d.]+) ms \(([\d.]+)x faster\), "
+                     r"\(([\d.]+)x fewer\); CPU latency per sample ([\d.]+) ms vs ([\d.]+) ms \(([\d.]+)x (faster|slower)\), "
                      r"batch 1, \d+ threads?", last)
     assert m, last
     assert int(m[1].replace(",", "")) == params["mlp_xs"] and int(m[2].replace(",", "")) == params["mlp_s"]

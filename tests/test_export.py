@@ -120,3 +120,9 @@ def test_compression_line_without_a_teacher():
     assert line == "compression: student mlp_xs 100 parameters, 0.500 ms per sample on CPU; no teacher recorded"
     line = Compression("mlp_xs", "mlp_l", 100, 1000, 0.5, 2.0, threads=2).line()
     assert "(10.0x fewer)" in line and "(4.0x faster), batch 1, 2 threads" in line
+
+
+def test_a_student_that_measured_slower_is_called_slower():
+    from ckptkd.export import speed
+
+    assert speed(4.0, 1.0) == "4.0x faster" and speed(0.25, 0.5) == "2.0x slower"  # timings on a busy CPU
