@@ -20,7 +20,7 @@ from typing import Callable, Iterable
 from ..errors import CkptkdError
 from ..io import atomic_write
 from .markup import (Column, command_note, esc, facts, figure, fixed, is_number, number_or_nan, page, para, pct, png,
-                     section, shown, table, tag)
+                     section, table, tag)
 
 # ---------------------------------------------------------------- reading folders
 
