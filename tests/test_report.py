@@ -289,7 +289,7 @@ def test_chromium_renders_the_run_report(analysed_run, tmp_path):
 def test_chromium_renders_the_study_report(study_folder, tmp_path):
     report = write_report(study_folder, tmp_path / "report.html")
     dom, shot = _rendered(report, tmp_path)
-    _check_rendered(dom, shot, images=4, tables=4)
+    _check_rendered(dom, shot, images=4, tables=5)
 
 
 def test_information_plane_colour_bar_shows_whole_epochs():
