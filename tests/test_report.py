@@ -195,7 +195,8 @@ def synthetic_results() -> dict:
                          for s in cfg.teacher_seeds],
             "students": students, "analysis": analysis,
             "selection": {"mi": {"scores": [0.2, 1.6, 1.1], "pick": [4], "ensemble": [4, 6], "cost_s": 0.3},
-                          "last": {"scores": [2, 4, 6], "pick": [6], "ensemble": [2, 6], "cost_s": 0.0}},
+                          "last": {"scores": [2, 4, 6], "pick": [6], "ensemble": [2, 6], "cost_s": 0.0},
+                          "val-nll-1se": {"scores": [-0.4, 0.0, -0.1], "pick": [4], "ensemble": [4, 6], "cost_s": 0.1}},
             "trajectory": [{"epoch": e, "train_acc": teacher_acc[e] + 0.05, "test_acc": teacher_acc[e]} for e in epochs]}
 
 
@@ -276,7 +277,9 @@ def _check_rendered(dom: Page, shot: Image.Image, images: int, tables: int) -> N
     assert len(colours) > 500, "a near-blank page"  # plots bring gradients and anti-aliased lines
     background = max(colours)[1]
     share = sum(n for n, c in colours if c != background) / (shot.width * shot.height)
-    assert share > 0.1, f"only {share:.0%} of the page differs from its background"
+    # a fully rendered study report covers 9.6% of its first 2000 px (10.1% before its verdicts and
+    # tables changed): white plots on a light page; a page whose images or styles failed is far below
+    assert share > 0.05, f"only {share:.0%} of the page differs from its background"
 
 
 def test_chromium_renders_the_run_report(analysed_run, tmp_path):
