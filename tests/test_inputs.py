@@ -4,7 +4,6 @@ The one-line refusals themselves are cases in test_errors_table.py; here: what c
 record, the warning for other data of the same shape, and how ``data.augment`` resolves.
 """
 import json
-import shutil
 
 import numpy as np
 import pytest

@@ -14,6 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from ..io import atomic_write
+from ..select.picks import halfway_epoch
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -92,8 +93,8 @@ def table_intermediate(results: dict) -> list[dict]:
     rows = checkpoint_rows(results)
     g = groups(results)
     full = rows[-1]
-    final = full["epoch"]
-    half = min(rows, key=lambda r: (abs(r["epoch"] - final / 2), r["epoch"]))
+    half_epoch = halfway_epoch([r["epoch"] for r in rows])
+    half = next(r for r in rows if r["epoch"] == half_epoch)
     best = max(rows[:-1], key=lambda r: r["student_mean"])
     out = [{"teacher": "none (no KD)", "epoch": None, "teacher_acc": None,
             "student_mean": g["nokd"]["mean"], "student_std": g["nokd"]["std"]}]
@@ -118,8 +119,7 @@ def table_ensembles(results: dict) -> list[dict]:
         if "ensemble" in p:
             picked_by[snapshot_group(p["ensemble"])].append(name)
     epochs = [t["epoch"] for t in results["trajectory"]]
-    half = min(epochs, key=lambda e: (abs(e - epochs[-1] / 2), e))
-    paper = snapshot_group([half, epochs[-1]])  # the paper's two-checkpoint snapshot ensemble
+    paper = snapshot_group([halfway_epoch(epochs), epochs[-1]])  # the paper's two-checkpoint snapshot ensemble
 
     def label(k: str) -> str:
         parts = ["halfway + last"] if k == paper else []

@@ -13,8 +13,13 @@ def last(ckpts: Sequence[Checkpoint]) -> Checkpoint:
 
 def halfway(ckpts: Sequence[Checkpoint]) -> Checkpoint:
     """The checkpoint nearest half the final epoch (the earlier one on a tie)."""
-    target = ckpts[-1].epoch / 2
-    return min(ckpts, key=lambda c: (abs(c.epoch - target), c.epoch))
+    epoch = halfway_epoch([c.epoch for c in ckpts])
+    return next(c for c in ckpts if c.epoch == epoch)
+
+
+def halfway_epoch(epochs: Sequence[int]) -> int:
+    """Of ``epochs`` (in order), the one nearest half the last (the earlier one on a tie)."""
+    return min(epochs, key=lambda e: (abs(e - epochs[-1] / 2), e))
 
 
 def by_epochs(ckpts: Sequence[Checkpoint], epochs: Sequence[int]) -> list[Checkpoint]:
