@@ -500,6 +500,9 @@ CASES: list[Case] = [
          "argument --epochs: invalid int value: 'ten'; see ckptkd train --help", subprocess=True),
     Case("unknown-flag", "a flag that does not exist", _train("--lrr", "0.1"),
          "unrecognized arguments: --lrr 0.1; see ckptkd --help"),
+    Case("seed-without-effect", "`--seed` on a command that draws nothing at random (eval; analyze has "
+         "`--probe-seed`)", ["eval", "run/checkpoints/epoch_0003.safetensors", "--seed", "3"],
+         "unrecognized arguments: --seed 3; see ckptkd --help"),
     Case("bad-device-name", "a device name that is not one", _train("--device", "gpu"),
          "device must be auto, cpu or cuda[:N], got 'gpu'"),
     Case("missing-gpu", "`--device cuda` on a machine without a GPU", _train("--device", "cuda"),

@@ -210,11 +210,20 @@ def test_training_prints_and_records_the_augmentation_it_used(tmp_path, capsys):
         assert yaml.safe_load((out_dir / "config.yaml").read_text())["data"]["augment"] == (flags[1] if flags else "default")
 
 
-@pytest.mark.parametrize("command", ["train", "distill", "run"])
+@pytest.mark.parametrize("command", ["train", "distill", "run", "study"])
 def test_every_training_command_takes_augment(command, capsys):
     with pytest.raises(SystemExit):
         main([command, "--help"])
     assert "--augment {none,shift,shift+flip,default}" in capsys.readouterr().out
+
+
+def test_a_study_augment_flag_overrides_its_yaml(tmp_path):
+    from ckptkd.cli import _overrides, build_parser
+    from ckptkd.config import load_config
+
+    (tmp_path / "s.yaml").write_text("name: s\ndata: {spec: digits, augment: shift}\n")
+    args = build_parser().parse_args(["study", str(tmp_path / "s.yaml"), "--augment", "none"])
+    assert load_config(StudyConfig, args.config_file, _overrides(args)).data.augment == "none"
 
 
 def test_study_cells_are_keyed_by_the_augmentation_the_data_resolves_to(tmp_path):

@@ -117,6 +117,26 @@ def test_a_kill_at_a_named_point_resumes_from_the_last_complete_save_point(
     assert all(before[c.epoch] == c.sha256 for c in resumed.checkpoints() if c.epoch in before)
 
 
+@pytest.mark.parametrize("fault", ["mid-create:1", "mid-overwrite:1"])
+def test_a_kill_while_a_run_folder_is_made_or_replaced_leaves_no_half_run(tmp_path, reference, trained_epochs, fault):
+    """The folder appears whole or not at all: after the kill --out holds nothing, and the next
+    training (plain, --resume or --overwrite alike) starts there and clears the leftovers."""
+    out = tmp_path / "run"
+    if fault.startswith("mid-overwrite"):
+        assert main([*ARGS, "--epochs", "1", "--out", str(out)]) == 0  # the run --overwrite replaces
+        trained_epochs.clear()
+        killed_at(fault, *ARGS, "--out", str(out), "--overwrite")
+    else:
+        killed_at(fault, *ARGS, "--out", str(out))
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir()] == [f".run.ckptkd-{'removing' if 'overwrite' in fault else 'creating'}"]
+
+    assert main([*ARGS, "--out", str(out), "--resume"]) == 0
+    assert trained_epochs == [("run", e) for e in range(1, EPOCHS + 1)]
+    assert_same_as(Run(out), reference)
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]
+
+
 def test_a_resume_uses_the_saved_optimizer_and_order_state(tmp_path, reference, trained_epochs):
     """Resuming from a state.pt whose optimizer momentum and shuffling state were reset
     (the weights kept) must end elsewhere: the resume really reads them."""

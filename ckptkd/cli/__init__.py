@@ -40,9 +40,13 @@ def _common_flags(p):
     p.add_argument("--stream", action="store_const", const=True, dest="data.stream",
                    help="leave the images on disk and decode them per batch (imagefolder, webdataset)")
     p.add_argument("--workers", type=int, dest="data.workers", metavar="N", help="processes decoding images (default 2)")
-    p.add_argument("--seed", type=int, dest="seed", help="training seed")
     p.add_argument("--device", dest="device", help="auto, cpu or cuda[:N]")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _seed_flag(p, help_="training seed (default 0)"):
+    # only where a seed changes the result: eval and analyze are deterministic (analyze's probe set has --probe-seed)
+    p.add_argument("--seed", type=int, dest="seed", help=help_)
 
 
 def _augment_flag(p):
@@ -62,6 +66,7 @@ def _info_flags(p):
     g.add_argument("--estimator", dest="info.estimator", help="kde (default), renyi, categorical or binning")
     g.add_argument("--features", dest="info.features", help="penultimate (default), logits or softmax")
     g.add_argument("--probe-size", type=int, dest="info.probe_size", help="probe samples (default 2000)")
+    g.add_argument("--probe-seed", type=int, dest="info.probe_seed", help="seed of the probe subset (default 0)")
     g.add_argument("--scaling", dest="info.scaling", help="minmax (default), ceiling or raw")
     g.add_argument("--tau", type=float, dest="info.tau", help="softmax temperature")
 
@@ -75,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config_file", nargs="?", help="YAML config (default: the built-in MNIST-1D job)")
     _common_flags(p)
     _out_flags(p, default="runs/default")
+    _seed_flag(p)
     _augment_flag(p)
     p.add_argument("--policy", dest="select.policy", help=f"{SelectConfig().policy} (default), mi (Algorithm 1), or any "
                    "of `ckptkd policies`, or a+b")
@@ -95,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     _out_flags(p)
     _augment_flag(p)
     _stage_flags(p, "train", "default cnn1d_l")
+    _seed_flag(p)
 
     p = sub.add_parser("distill", help="distill a student from one checkpoint or an ensemble")
     _common_flags(p)
@@ -110,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="teacher-output cache: compute the teacher's outputs once into DIR and reuse them "
                         "for every student of the same teacher and data (same result, no teacher forward per batch)")
     _stage_flags(p, "student", "default cnn1d_xs")
+    _seed_flag(p)
 
     p = sub.add_parser("eval", help="test accuracy and loss of checkpoints, or of their ensemble")
     p.add_argument("checkpoints", nargs="+", help="checkpoint files")
@@ -135,12 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--checkpoints", type=int, nargs="+", metavar="EPOCH", help="policy explicit: the epochs")
             p.add_argument("--student-model", dest="student.model", help="policy proxy: the student's architecture")
             p.add_argument("--student-epochs", type=int, dest="student.epochs", help="policy proxy: the student's epochs")
+            _seed_flag(p, "policy proxy: the student's seed (default: the run's)")
 
     p = sub.add_parser("study", help="run a study grid (resumable) and write its tables and plots")
     p.add_argument("config_file", help="study YAML (see configs/studies/)")
     p.add_argument("--out", help="study folder (default runs/studies/NAME)")
     p.add_argument("--jobs", type=int, default=1, help="cells run in parallel processes")
     p.add_argument("--threads", type=int, default=1, help="torch threads per cell (default 1)")
+    _augment_flag(p)
     p.add_argument("--device", dest="device", help="auto, cpu or cuda[:N]")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 

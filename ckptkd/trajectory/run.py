@@ -13,7 +13,9 @@ the weights hash to the sidecar's sha256: a crash mid-save leaves nothing that l
 Crash tests name the moment to die: ``CKPTKD_FAULT=POINT:N`` SIGKILLs the process at POINT of
 the N-th save point it writes (counted from 1 per process): ``mid-save`` (weights written, no
 sidecar yet), ``before-state`` (checkpoint complete, resume state still the previous one) or
-``after-save`` (checkpoint and resume state written). Unset, it costs one dict lookup per save.
+``after-save`` (checkpoint and resume state written). Two more points name the N-th folder this
+process creates: ``mid-create`` (the new folder half written, not yet in place) and
+``mid-overwrite`` (the old run moved aside, not yet deleted). Unset, it costs one dict lookup.
 """
 from __future__ import annotations
 
@@ -38,11 +40,12 @@ from .io import load_weights, save_weights
 FORMAT = "ckptkd-run"
 STATE_NAME = "state.pt"  # resume state; loaded with weights_only=True
 _saves = 0  # save points this process has begun: the N of CKPTKD_FAULT
+_creates = 0  # run folders this process has begun to create: the N of the create points
 
 
-def _fault(point: str) -> None:
-    """Die here if CKPTKD_FAULT names this point of this save point (see the module docstring)."""
-    if os.environ.get("CKPTKD_FAULT") == f"{point}:{_saves}":
+def _fault(point: str, n: int | None = None) -> None:
+    """Die here if CKPTKD_FAULT names this point of the N-th save point (or ``n``; see the module docstring)."""
+    if os.environ.get("CKPTKD_FAULT") == f"{point}:{_saves if n is None else n}":
         os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -114,22 +117,32 @@ class Run:
                 )
             if not is_run:
                 raise CkptkdError(f"refusing to --overwrite {str(path)!r}: it holds files that are not a ckptkd run")
-            shutil.rmtree(path)
-        existed = path.exists()
+            _set_aside(path)
+        global _creates
+        _creates += 1
+        # Built beside the target and renamed into place, so a kill at any moment leaves either no run
+        # or a whole one: never a folder without a manifest that neither --resume nor --overwrite accepts.
+        staging = _aside(path, "creating")
         try:
-            (path / "checkpoints").mkdir(parents=True, exist_ok=True)
-            atomic_write(path / "config.yaml", yaml.safe_dump(config, sort_keys=False).encode())
-            (path / "metrics.jsonl").touch()
-            write_json(path / "manifest.json", {
+            for left in (staging, _aside(path, "removing")):  # left by a process killed while creating or overwriting
+                shutil.rmtree(left, ignore_errors=True)
+            (staging / "checkpoints").mkdir(parents=True)
+            atomic_write(staging / "config.yaml", yaml.safe_dump(config, sort_keys=False).encode())
+            (staging / "metrics.jsonl").touch()
+            _fault("mid-create", _creates)
+            write_json(staging / "manifest.json", {
                 "format": FORMAT, "version": 1, "kind": kind, "model": model, "num_classes": int(num_classes),
                 "in_shape": [int(s) for s in in_shape], "data_fingerprint": data_fingerprint,
                 "config_sha256": want, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "status": "running",
             })
+            if path.exists():
+                path.rmdir()  # an empty folder the user made for us
+            os.rename(staging, path)
         except (OSError, CkptkdError) as e:  # a read-only or full folder: leave no half-made run behind
-            _remove_partial(path, existed)
-            if isinstance(e, CkptkdError):
-                raise
-            raise write_error(Path(e.filename) if e.filename else path / "manifest.json", e) from None
+            shutil.rmtree(staging, ignore_errors=True)
+            if isinstance(e, OSError):
+                e = write_error(Path(e.filename) if e.filename else staging, e)
+            raise CkptkdError(str(e).replace(str(staging), str(path))) from None  # name the folder the user chose
         return cls(path)
 
     # ------------------------------------------------------------ writing
@@ -249,17 +262,22 @@ def checkpoint_of(weights: Path, sidecar: dict, manifest: dict | None = None, mo
                       tuple(int(s) for s in shape) if shape is not None else None, known.get("data_fingerprint"))
 
 
-def _remove_partial(path: Path, existed: bool) -> None:
-    """Undo a run folder that ``Run.create`` could not finish writing."""
-    if not existed:
-        shutil.rmtree(path, ignore_errors=True)
-        return
-    for name in ("config.yaml", "metrics.jsonl", "manifest.json"):
-        try:
-            (path / name).unlink(missing_ok=True)
-        except OSError:
-            pass
-    shutil.rmtree(path / "checkpoints", ignore_errors=True)
+def _aside(path: Path, what: str) -> Path:
+    """The hidden sibling of ``path`` where a run is built (``creating``) or deleted (``removing``)."""
+    return path.parent / f".{path.name}.ckptkd-{what}"
+
+
+def _set_aside(path: Path) -> None:
+    """Delete the run at ``path`` for --overwrite: renamed aside first, so a kill while deleting
+    leaves no half-deleted run at ``path``, and the next create clears what is left."""
+    trash = _aside(path, "removing")
+    shutil.rmtree(trash, ignore_errors=True)
+    try:
+        os.rename(path, trash)
+    except OSError as e:
+        raise write_error(path, e) from None
+    _fault("mid-overwrite", _creates + 1)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 _TB_MISSING = False
