@@ -26,7 +26,8 @@ class DataConfig:
     test_fraction: float = 0.2  # digits and imagefolder without a train/test split
     image_size: Optional[int] = None  # imagefolder: resize to a square of this side
     augment: str = "default"  # none | shift | shift+flip | default (flips only CIFAR); YAML true/false: default/none
-    label_noise: float = 0.0  # share of training labels replaced by a random other class (seeded)
+    label_noise: float = 0.0  # share of training labels replaced by another class (seeded)
+    label_noise_kind: str = "symmetric"  # symmetric (a random other class) | pair (the next class)
     val_fraction: float = 0.1  # share of the training data held out for validation (stratified, seeded)
     stream: bool = False  # imagefolder, webdataset: leave the images on disk, decode them per batch
     workers: int = 2  # processes decoding images (the upcoming batches when streaming; 0: this process)
@@ -333,6 +334,12 @@ def validate(cfg, where: str = "") -> None:
         _check(0 < cfg.test_fraction < 1, f"data.test_fraction must be in (0, 1), got {cfg.test_fraction}")
         _check(cfg.image_size is None or cfg.image_size > 0, "data.image_size must be positive")
         _check(0 <= cfg.label_noise < 1, f"data.label_noise must be in [0, 1), got {cfg.label_noise}")
+        from .data.noise import MAX_SHARE, NOISE_KINDS  # the registry: a new kind needs no edit here
+
+        _one_of("data.label_noise_kind", cfg.label_noise_kind, list(NOISE_KINDS))
+        top = MAX_SHARE.get(cfg.label_noise_kind, 1)
+        _check(cfg.label_noise < top, f"data.label_noise must be below {top} for {cfg.label_noise_kind} noise (at "
+               f"{top} the flipped class outnumbers the true one), got {cfg.label_noise}")
         _check(0 <= cfg.val_fraction < 1, f"data.val_fraction must be in [0, 1), got {cfg.val_fraction}")
         _one_of("data.augment", augment_choice(cfg.augment), AUGMENT_CHOICES)
         _check(cfg.workers >= 0, f"data.workers must be >= 0, got {cfg.workers}")

@@ -121,6 +121,30 @@ def test_label_noise_flips_train_and_val_alike_and_never_test():
         assert 0.2 < (a != b).double().mean() < 0.4
 
 
+def test_pair_noise_moves_each_flipped_label_to_the_next_class():
+    clean = load_dataset(DataConfig(spec="digits"))
+    noisy = load_dataset(DataConfig(spec="digits", label_noise=0.3, label_noise_kind="pair"))
+    assert torch.equal(noisy.y_test, clean.y_test) and torch.equal(noisy.x_train, clean.x_train)
+    for a, b in ((noisy.y_train, clean.y_train), (noisy.y_val, clean.y_val)):
+        flipped = a != b
+        assert 0.2 < flipped.double().mean() < 0.4
+        assert torch.equal(a[flipped], (b[flipped] + 1) % 10)  # always the next class, 9 wraps to 0
+    symmetric = load_dataset(DataConfig(spec="digits", label_noise=0.3))
+    assert torch.equal(symmetric.y_train != clean.y_train, noisy.y_train != clean.y_train)  # the same samples
+    assert not torch.equal(symmetric.y_train, noisy.y_train) and symmetric.fingerprint != noisy.fingerprint
+
+
+def test_a_label_noise_kind_is_checked():
+    from ckptkd.config import from_dict
+
+    with pytest.raises(CkptkdError, match=r"data.label_noise_kind must be one of symmetric, pair, got 'pairs' "
+                                          r"\(did you mean 'pair'\?\)"):
+        from_dict(DataConfig, {"label_noise_kind": "pairs"})
+    with pytest.raises(CkptkdError, match="data.label_noise must be below 0.5 for pair noise"):
+        from_dict(DataConfig, {"label_noise": 0.5, "label_noise_kind": "pair"})
+    assert from_dict(DataConfig, {"label_noise": 0.5}).label_noise_kind == "symmetric"
+
+
 def test_val_fraction_out_of_range_is_refused():
     from ckptkd.config import from_dict
 

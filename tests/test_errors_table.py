@@ -486,6 +486,13 @@ CASES: list[Case] = [
          "(SelectionContext(student=...) in Python)"),
     Case("val-fraction-one", "a validation split of the whole training set", _run("--config", "job.yaml"),
          "data.val_fraction must be in [0, 1), got 1.0", _text("job.yaml", "data:\n  val_fraction: 1\n")),
+    Case("noise-kind-unknown", "a label noise kind that does not exist", _run("--config", "job.yaml"),
+         "data.label_noise_kind must be one of symmetric, pair, got 'pairs' (did you mean 'pair'?)",
+         _text("job.yaml", "data:\n  label_noise: 0.2\n  label_noise_kind: pairs\n")),
+    Case("pair-noise-half", "pair noise on half the labels (the wrong class would be the majority)",
+         _run("--config", "job.yaml"), "data.label_noise must be below 0.5 for pair noise (at 0.5 the flipped "
+         "class outnumbers the true one), got 0.5",
+         _text("job.yaml", "data:\n  label_noise: 0.5\n  label_noise_kind: pair\n")),
     Case("val-fraction-leaves-nothing", "a validation split that leaves no training sample",
          ["train", "--config", "job.yaml", "--model", "mlp_xs", "--out", "new", "--quiet"],
          DATA_ERRORS + "data.val_fraction 0.99 leaves no training samples out of 30; lower it",

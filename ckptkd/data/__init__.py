@@ -20,6 +20,7 @@ import torch
 from ..config import DataConfig, augment_choice
 from ..errors import CkptkdError, warn
 from .augment import Augment, choose_augment
+from .noise import flip_labels
 from .registry import list_sources, register_source, resolve
 from .stream import ImageFiles, batches, channel_stats, chunks, histograms, scan, size_error, subset, to_float
 
@@ -130,7 +131,7 @@ def _noisy_labels_and_split(cfg: DataConfig, y: np.ndarray, num_classes: int) ->
     _warn_empty_classes(cfg.spec, y, num_classes)
     val = validation_mask(cfg.spec, y, cfg.val_fraction, cfg.seed)
     if cfg.label_noise:
-        y = flip_labels(y, num_classes, cfg.label_noise, cfg.seed)
+        y = flip_labels(y, num_classes, cfg.label_noise, cfg.seed, cfg.label_noise_kind)
     return y, val
 
 
@@ -210,15 +211,6 @@ def validation_mask(spec: str, y: np.ndarray, fraction: float, seed: int) -> np.
 def _source_name(spec: str) -> str:
     source, _ = resolve(spec)
     return "a dataset function" if source.arg == "function" else source.name
-
-
-def flip_labels(y: np.ndarray, num_classes: int, share: float, seed: int) -> np.ndarray:
-    """Replace ``share`` of the labels by a uniformly drawn *other* class (symmetric noise)."""
-    rng = np.random.default_rng(seed + 7919)
-    y = y.copy()
-    picked = rng.choice(len(y), size=int(round(share * len(y))), replace=False)
-    y[picked] = (y[picked] + rng.integers(1, num_classes, size=len(picked))) % num_classes
-    return y
 
 
 def _warn_empty_classes(spec: str, y: np.ndarray, num_classes: int) -> None:
