@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -65,11 +66,28 @@ def world() -> World:
 
 
 def leave() -> None:
-    """Destroy the process group, if this process joined one. The CLI calls it on every path
-    and then exits without interpreter teardown (see ``ckptkd.cli._leave_process_group``);
-    for Python API users it runs at exit."""
+    """Destroy the process group, if this process joined one (it also runs at exit)."""
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+def finish(code: int = 0) -> None:
+    """End this rank of a torchrun job: leave the process group, flush, and exit with ``code``
+    without interpreter teardown. Returns at once when there is no process group.
+
+    Why: DDP keeps the group, and with it gloo's worker threads, alive past
+    ``destroy_process_group``. A worker that drops the last collective's work (its tensors
+    have Python objects) after interpreter teardown began must take the GIL; Python answers
+    with pthread_exit, whose unwinding through a C++ destructor aborts the rank: "terminate
+    called without an active exception" (seen in a core dump). The CLI ends every command
+    here; a torchrun script of your own that uses the Python API should end with it too.
+    """
+    if not dist.is_initialized():
+        return
+    leave()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def wrap(model: nn.Module, w: World, device: torch.device) -> nn.Module:

@@ -102,6 +102,12 @@ MUTATIONS = [
     Mutation("val-split-leaks", "the validation samples are trained on too",
              "ckptkd/data/__init__.py", "x, y, xv, yv = x[~val], y[~val], x[val], y[val]",
              "x, y, xv, yv = x, y, x[val], y[val]", ("tests/test_data.py",)),
+    Mutation("overwrite-deletes-in-place", "--overwrite deletes the old run where it is (a kill leaves half a run)",
+             "ckptkd/trajectory/run.py", "        os.rename(path, trash)\n", "        shutil.rmtree(path)\n",
+             ("tests/test_resume.py::test_a_kill_while_a_run_folder_is_made_or_replaced_leaves_no_half_run",)),
+    Mutation("pair-noise-symmetric", "pair noise flips to a random class instead of the next one",
+             "ckptkd/data/noise.py", "    return (y[picked] + 1) % num_classes\n",
+             "    return symmetric(y, num_classes, picked, rng)\n", ("tests/test_data.py",)),
 ]
 
 

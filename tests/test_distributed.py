@@ -72,6 +72,40 @@ def test_two_torchrun_processes_train_what_one_process_trains(tmp_path):
     assert math.isclose(ddp.metrics()[-1]["test_acc"], one.metrics()[-1]["test_acc"], abs_tol=1e-9)
 
 
+API_SCRIPT = """
+import ckptkd
+from ckptkd import DataConfig, StageConfig, parallel
+
+data = ckptkd.load_dataset(DataConfig(spec="digits", augment="none"))
+stage = StageConfig(model="test_distributed:plain_mlp", epochs=1, batch_size=64)
+_, record = ckptkd.train(data, stage, seed=0, device="cpu", progress=False)
+w = parallel.world()
+print(f"rank {w.rank} of {w.size}: test acc {record['test_acc']:.6f}")
+parallel.finish()
+print("after finish")
+"""
+
+
+def test_a_torchrun_script_of_the_python_api_ends_with_parallel_finish(tmp_path):
+    """Both ranks train, print (flushed before the exit), and end in ``finish``: nothing after it runs."""
+    script = tmp_path / "api_job.py"
+    script.write_text(API_SCRIPT)
+    cmd, env = _torchrun_cmd([])
+    cmd = cmd[:cmd.index("-m", 2)] + [str(script)]  # the script instead of ``-m ckptkd``
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    lines = sorted(line for line in proc.stdout.splitlines() if line.startswith("rank "))
+    assert [line.split(":")[0] for line in lines] == ["rank 0 of 2", "rank 1 of 2"]
+    assert len({line.split(": ")[1] for line in lines}) == 1  # one model: the same accuracy on both ranks
+    assert "after finish" not in proc.stdout
+
+
+def test_parallel_finish_without_torchrun_returns():
+    from ckptkd import parallel
+
+    assert parallel.finish(3) is None  # no process group: nothing to leave, and the process goes on
+
+
 def test_two_torchrun_processes_distill_from_a_cache_what_one_process_distills(tmp_path):
     """Rank 0 builds the teacher cache, both ranks read it; the student matches one process
     distilling without a cache."""

@@ -7,7 +7,6 @@ one line on stderr and exit status 2.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import traceback
 
@@ -203,19 +202,11 @@ def main(argv=None) -> int:
 
 
 def _leave_process_group(code: int) -> None:
-    """Under torchrun, end this rank here, on every path: leave the process group, then exit
-    without interpreter teardown. DDP keeps the group, and with it gloo's worker threads,
-    alive past ``destroy_process_group``. A worker that drops the last collective's work
-    (its tensors have Python objects) after interpreter teardown began must take the GIL;
-    Python answers with pthread_exit, whose unwinding through a C++ destructor aborts the
-    rank: "terminate called without an active exception" (seen in a core dump)."""
+    """Under torchrun, end this rank here, on every path (``ckptkd.parallel.finish`` says why)."""
     if _in_process_group():
-        from ..parallel import leave
+        from ..parallel import finish
 
-        leave()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        finish(code)
 
 
 def _in_process_group() -> bool:
