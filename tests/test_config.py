@@ -1,6 +1,7 @@
 """Config parsing: every mistake is a CkptkdError that names the key."""
 import dataclasses
 import typing
+from pathlib import Path
 
 import pytest
 import yaml
@@ -8,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ckptkd import CkptkdError, DistillConfig, RunConfig, TrainConfig, load_config
-from ckptkd.config import from_dict, to_dict
+from ckptkd.config import StudyConfig, from_dict, to_dict
 
 
 def test_defaults_parse_from_an_empty_mapping():
@@ -187,3 +188,15 @@ def test_any_mapping_gives_a_config_or_a_ckptkd_error(data):
     except CkptkdError:
         return
     assert isinstance(cfg, RunConfig)
+
+
+CONFIGS = sorted((Path(__file__).parents[1] / "configs").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[str(p.relative_to(p.parents[1])) for p in CONFIGS])
+def test_every_shipped_config_reads(path):
+    """The configs in configs/ are examples and the studies the docs cite: each must still read."""
+    cls = StudyConfig if path.parent.name == "studies" else RunConfig
+    cfg = load_config(cls, path)
+    if cls is StudyConfig:
+        assert cfg.name == path.stem  # the default study folder is runs/studies/NAME
