@@ -49,7 +49,8 @@ def test_onnx_export_matches_pytorch_and_reports_the_compression(student, traine
     assert rows["student (PyTorch)"][0] == f"{params:,}" == rows["teacher epoch 3"][0]  # mlp_xs taught mlp_xs
     assert float(rows["student (onnxruntime)"][1]) == pytest.approx(out.stat().st_size / 1000, abs=0.1)
     assert all(float(r[-1]) > 0 for r in rows.values())
-    assert re.search(r"^compression: 1\.0x fewer parameters, .* faster in PyTorch", text, re.M)
+    # the same architecture on both sides: which one measured faster is down to the CPU's noise
+    assert re.search(r"^compression: 1\.0x fewer parameters, .* (faster|slower) in PyTorch", text, re.M)
 
 
 def test_torchscript_export_matches_pytorch(student, digits, tmp_path):
