@@ -3,4 +3,5 @@ import sys
 
 from .cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # DataLoader workers started by a fork server import this module again
+    sys.exit(main())

@@ -212,3 +212,12 @@ def test_two_torchrun_ranks_each_decode_their_half_of_every_batch(tmp_path):
     torchrun([*args, "--stream", "--workers", "1", "--out", str(tmp_path / "ddp")])
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
     assert_same_weights(Run(tmp_path / "ddp"), Run(tmp_path / "one"))
+
+
+def test_workers_start_from_a_fork_server_inside_a_process_group(monkeypatch):
+    """Forking beside gloo's threads once hung both ranks (``stream._worker_context``)."""
+    from ckptkd.data import stream
+
+    assert stream._worker_context() is None  # PyTorch's default: fork
+    monkeypatch.setattr("torch.distributed.is_initialized", lambda: True)
+    assert stream._worker_context().get_start_method() == "forkserver"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import multiprocessing
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -95,6 +96,28 @@ class _Decode(TorchDataset):
         return i, torch.from_numpy(image).permute(2, 0, 1)
 
 
+def _worker_context():
+    """How DataLoader workers start: by forking this process (PyTorch's default), except in a
+    torchrun process group, where they start from a fork server.
+
+    Forking copies a process whose other threads may hold a lock at that instant, and the
+    child then waits forever: both ranks of a torchrun test once hung on workers stuck in
+    fork, with gloo's threads running beside them. The fork server is a fresh interpreter
+    that has imported this module once, so each worker still starts in milliseconds; like
+    ``spawn``, it re-imports the main module, which is why ``ckptkd/__main__.py`` keeps its
+    work under ``if __name__ == "__main__"`` (a torchrun script of your own needs the same).
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    if "forkserver" not in multiprocessing.get_all_start_methods():  # Windows
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])  # read when the server starts; later calls change nothing
+    return ctx
+
+
 def _collate(items):
     """Stack a batch in the worker: one shared-memory tensor crosses to the main process, not B."""
     for _, x in items:
@@ -151,7 +174,8 @@ class ImageFiles:
         lists = [[int(i) for i in b] for b in index_lists]
         workers = self.workers if workers is None else workers
         loader = DataLoader(_Decode(self.refs, self.size), batch_sampler=lists, num_workers=workers,
-                            collate_fn=_collate, prefetch_factor=4 if workers else None)
+                            collate_fn=_collate, prefetch_factor=4 if workers else None,
+                            multiprocessing_context=_worker_context() if workers else None)
         return (self._checked(out) for out in loader)
 
     def batches(self, index_lists):
