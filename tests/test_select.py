@@ -247,6 +247,25 @@ def test_val_metrics_are_cached_with_their_cost(trained_run, digits, tmp_path):
     assert get_policy("last").cost_s(ckpts, again) == get_policy("halfway").cost_s(ckpts, None) == 0
 
 
+def test_proxy_full_trains_each_proxy_for_all_the_student_epochs_on_one_nth_of_the_data(trained_run, digits, tmp_path):
+    ctx = _ctx(digits, tmp_path)
+    ckpts = trained_run.checkpoints()
+    scores = policy_scores("proxy-full", ckpts, ctx)
+    records = [r for r in json.loads((tmp_path / "selection-cache.json").read_text()).values() if r["kind"] == "proxy"]
+    assert [r["epochs"] for r in records] == [TINY_STUDENT.epochs] * 3  # the student's, not a fraction of them
+    assert [r["n_train"] for r in records] == [round(len(digits.y_train) / 3)] * 3
+    assert scores == [r["val_acc"] for r in sorted(records, key=lambda r: r["epoch"])]
+    short = [ctx.proxy(c) for c in ckpts]  # policy proxy: its own fractions (TINY_PROXY), its own records
+    assert {r["epochs"] for r in short} == {1} and {r["n_train"] for r in short} == {round(len(digits.y_train) / 2)}
+
+
+def test_proxy_full_refuses_when_its_share_of_the_data_holds_fewer_samples_than_classes(trained_run, digits):
+    few = dataclasses.replace(digits, x_train=digits.x_train[:25], y_train=digits.y_train[:25])
+    with pytest.raises(CkptkdError, match=r"policy proxy-full gives each of the 3 candidates 1/3 of the 25 training "
+                                          r"samples, fewer than one per class; save fewer checkpoints"):
+        policy_scores("proxy-full", trained_run.checkpoints(), _ctx(few))
+
+
 def test_mi_val_draws_its_probe_from_the_validation_split(trained_run, digits, tmp_path):
     ctx = _ctx(digits, tmp_path)
     ckpts = trained_run.checkpoints()

@@ -87,28 +87,30 @@ class SelectionContext:
         # "samples": records before the per-sample NLLs were kept are computed again (one val pass)
         return self._cached("val", ckpt, {"n_val": len(self.data.y_val), "samples": True}, compute)
 
-    def proxy(self, ckpt: Checkpoint) -> dict:
-        """A short distillation from ``ckpt`` (``ProxyConfig``): the proxy student's ``val_acc``."""
+    def proxy(self, ckpt: Checkpoint, cfg: ProxyConfig | None = None, who: str = "policy proxy") -> dict:
+        """A short distillation from ``ckpt`` under ``cfg`` (default: the context's
+        ``ProxyConfig``): the proxy student's ``val_acc``. ``who`` names the policy in errors."""
         from .. import parallel
 
+        proxy_cfg = cfg or self.proxy_cfg
         if self.student is None:
-            raise CkptkdError("policy proxy needs the student's training settings: a student section in --config, "
+            raise CkptkdError(f"{who} needs the student's training settings: a student section in --config, "
                               "or --student-model (SelectionContext(student=...) in Python)")
         if parallel.world().distributed:
-            raise CkptkdError("policy proxy does not run under torchrun; run the selection in one process")
-        stage = proxy_stage(self.student, self.proxy_cfg)
+            raise CkptkdError(f"{who} does not run under torchrun; run the selection in one process")
+        stage = proxy_stage(self.student, proxy_cfg)
         kd = self.kd or KDConfig()
         settings = {"stage": dataclasses.asdict(stage), "kd": dataclasses.asdict(kd),
-                    "proxy": dataclasses.asdict(self.proxy_cfg), "seed": self.seed}
+                    "proxy": dataclasses.asdict(proxy_cfg), "seed": self.seed}
 
         def compute() -> dict:
             from ..distill import distill
             from ..teacher import Teacher
 
-            data = proxy_data(self.data, self.proxy_cfg)
+            data = proxy_data(self.data, proxy_cfg)
             teacher = Teacher.from_checkpoints([ckpt], data.num_classes, data.in_shape, kd.combine)
             cache_dir = self.folder / "teacher-cache" if self.folder is not None else None
-            _, rec = distill(data, stage, teacher, kd, seed=self.seed + self.proxy_cfg.seed, device=self.device, run=None,
+            _, rec = distill(data, stage, teacher, kd, seed=self.seed + proxy_cfg.seed, device=self.device, run=None,
                              progress=False, cache_dir=cache_dir)
             return {"val_acc": rec["val_acc"], "val_loss": rec["val_loss"], "model": stage.model,
                     "epochs": stage.epochs, "n_train": len(data.y_train)}

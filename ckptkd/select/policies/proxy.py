@@ -1,6 +1,9 @@
-"""Policy ``proxy``: ask a short distillation which checkpoint teaches best."""
+"""Policies ``proxy`` and ``proxy-full``: ask a proxy distillation which checkpoint teaches best."""
 from __future__ import annotations
 
+import dataclasses
+
+from ...errors import CkptkdError
 from ..base import Policy, register
 
 
@@ -26,3 +29,40 @@ class Proxy(Policy):
 
     def cost_s(self, ckpts, ctx):
         return sum(ctx.proxy(c)["wall_s"] for c in ckpts)
+
+
+@register
+class ProxyFull(Policy):
+    """``proxy`` without its known bias: every proxy student trains for all of the student's
+    epochs, on 1/n of the training data for n candidates, so the whole policy costs about one
+    distillation's worth of sample passes.
+
+    A short proxy stops before a student has fitted its teacher's outputs on the training
+    inputs, which is where a memorising teacher does its harm; the notes and the studies
+    (docs/selection.md) found short proxies preferring late, memorising teachers. Here each
+    training target is seen as often as in the real distillation, and the data are cut
+    instead of the epochs (the same class-stratified subset for every candidate, seeded by
+    ``proxy.seed``; ``proxy.model`` and ``proxy.seed`` apply, the two fractions do not).
+    Its own bias: a student trained on a tenth of the data may prefer another teacher than
+    one trained on all of it. Score: the proxy student's validation accuracy.
+    """
+
+    name, needs = "proxy-full", ("proxy", "val")
+    summary = "proxy students of full length on 1/n of the data (n candidates), scored by val accuracy"
+
+    def config(self, ckpts, ctx):
+        n_train, n_classes = len(ctx.data.y_train), ctx.data.num_classes
+        if n_train < len(ckpts) * n_classes:
+            raise CkptkdError(f"policy {self.name} gives each of the {len(ckpts)} candidates 1/{len(ckpts)} of the "
+                              f"{n_train} training samples, fewer than one per class; save fewer checkpoints "
+                              "(a larger save_every) or use policy proxy")
+        return dataclasses.replace(ctx.proxy_cfg, epoch_fraction=1.0, data_fraction=1.0 / max(1, len(ckpts)))
+
+    def scores(self, ckpts, ctx):
+        ctx.require_val(f"policy {self.name}")
+        cfg = self.config(ckpts, ctx)
+        return [ctx.proxy(c, cfg, who=f"policy {self.name}")["val_acc"] for c in ckpts]
+
+    def cost_s(self, ckpts, ctx):
+        cfg = self.config(ckpts, ctx)
+        return sum(ctx.proxy(c, cfg, who=f"policy {self.name}")["wall_s"] for c in ckpts)
