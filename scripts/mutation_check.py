@@ -108,6 +108,9 @@ MUTATIONS = [
     Mutation("pair-noise-symmetric", "pair noise flips to a random class instead of the next one",
              "ckptkd/data/noise.py", "    return (y[picked] + 1) % num_classes\n",
              "    return symmetric(y, num_classes, picked, rng)\n", ("tests/test_data.py",)),
+    Mutation("proxy-full-short", "proxy-full's students stop early, as proxy's do (the bias it exists to avoid)",
+             "ckptkd/select/policies/proxy.py", "epoch_fraction=1.0, data_fraction=1.0 / max(1, len(ckpts))",
+             "epoch_fraction=0.2, data_fraction=1.0 / max(1, len(ckpts))", ("tests/test_select.py",)),
 ]
 
 
