@@ -700,9 +700,15 @@ def check_paper(ctx: Context, fig: dict) -> tuple[bool, str]:
             fig["policies"][policy] = {"skipped": "takes the user's epochs"}
             continue
         # the student settings serve policy proxy, whose short distillations need them
-        chosen = json.loads(cli("select", str(run), "--policy", policy, "--device", dev.type, "--probe-size",
-                                str(p.paper_probe), "--student-model", p.paper_student, "--student-epochs",
-                                str(p.paper_student_epochs), "--quiet", "--json"))["chosen"]
+        try:
+            chosen = json.loads(cli("select", str(run), "--policy", policy, "--device", dev.type, "--probe-size",
+                                    str(p.paper_probe), "--student-model", p.paper_student, "--student-epochs",
+                                    str(p.paper_student_epochs), "--quiet", "--json"))["chosen"]
+        except RuntimeError as e:  # a policy may refuse this run (exit 2: e.g. proxy-full on the tiny profile's data)
+            if "exited 2:" not in str(e):
+                raise
+            fig["policies"][policy] = {"skipped": "refused: " + str(e).split("error: ", 1)[-1]}
+            continue
         out = ctx.work / "paper" / f"student-{policy}"
         t0 = time.perf_counter()
         cli("distill", "--data", spec, *[a for c in chosen for a in ("--teacher", c["path"])], "--model",
