@@ -127,6 +127,20 @@ def _trained_then_changed(tmp: Path):
     _npz("d.npz", y=(np.arange(30) + 1) % 3)(tmp)  # other labels, same shapes
 
 
+def _many_checkpoints(tmp: Path):
+    """``many/``: ten checkpoints of a run on d.npz (27 training samples of 3 classes)."""
+    from ckptkd.cli import main
+
+    _npz("d.npz")(tmp)
+    cwd = os.getcwd()
+    os.chdir(tmp)
+    try:
+        assert main(["train", "--data", "npz:d.npz", "--model", "mlp_xs", "--epochs", "10", "--save-every", "1",
+                     "--out", "many", "--quiet"]) == 0
+    finally:
+        os.chdir(cwd)
+
+
 def _images(name, layout=("c0", "c1"), extra: dict | None = None):
     """A folder of 8x8 PNGs, four per class folder of ``layout``; ``extra`` maps a path inside
     it to the bytes (or a function of the folder giving them) of one more file."""
@@ -484,6 +498,10 @@ CASES: list[Case] = [
     Case("proxy-without-student", "policy `proxy` on a run that names no student", ["select", "run", "--policy", "proxy"],
          "policy proxy needs the student's training settings: a student section in --config, or --student-model "
          "(SelectionContext(student=...) in Python)"),
+    Case("proxy-full-too-little-data", "policy `proxy-full` where 1/n of the training data holds fewer samples "
+         "than classes", ["select", "many", "--policy", "proxy-full", "--student-model", "mlp_xs"],
+         "policy proxy-full gives each of the 10 candidates 1/10 of the 27 training samples, fewer than one per "
+         "class; save fewer checkpoints (a larger save_every) or use policy proxy", _many_checkpoints),
     Case("val-fraction-one", "a validation split of the whole training set", _run("--config", "job.yaml"),
          "data.val_fraction must be in [0, 1), got 1.0", _text("job.yaml", "data:\n  val_fraction: 1\n")),
     Case("noise-kind-unknown", "a label noise kind that does not exist", _run("--config", "job.yaml"),
