@@ -57,7 +57,8 @@ def main() -> None:
     head, rest = text.split(START, 1)
     tail = rest.split(END, 1)[1]
     DOC.write_text(head + block(args.dev, args.confirm, args.latest) + tail)
-    print(f"wrote the benchmark of {len(args.dev) + len(args.confirm) + len(args.latest)} studies into {DOC.relative_to(ROOT)}")
+    n = len(args.dev) + len(args.confirm) + len(args.latest)
+    print(f"wrote the benchmark of {n} studies into {DOC.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

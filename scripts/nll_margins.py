@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from collections import defaultdict
 from pathlib import Path
 
-import torch
-
 from ckptkd.config import StudyConfig, from_dict
 from ckptkd.select import SelectionContext
+from ckptkd.select.policies.validation import nll_margins
 from ckptkd.study.cells import _data
 from ckptkd.trajectory import Run
 
@@ -36,21 +34,17 @@ def margins(folder: Path) -> tuple[str, list[dict]]:
     seed = cfg.teacher_seeds[0]
     trajectory = Run(folder / "cells" / f"teacher/seed{seed}").checkpoints()
     ctx = SelectionContext(_data(cfg.data), folder=folder / "selection", info=cfg.info)
-    per = [torch.tensor(ctx.val_metrics(c)["nll_ts_samples"], dtype=torch.float64) for c in trajectory]
-    best = min(range(len(per)), key=lambda i: float(per[i].mean()))
+    n = len(ctx.data.y_val)
     students = defaultdict(list)
     for s in results["students"]:
         if s["group"] == "ckpt":
             students[int(s["cell"].split("/")[1].removeprefix("ckpt-"))].append(s["acc"])
     rows = []
-    for c, p in zip(trajectory, per):
-        d = p - per[best]
-        n = len(d)
-        std = float(d.std()) if n > 1 else 0.0
-        mean = float(d.mean())
+    for c, (d, se) in zip(trajectory, nll_margins(trajectory, ctx)):
         accs = students.get(c.epoch, [])
-        rows.append({"epoch": c.epoch, "nll": float(p.mean()), "d": mean, "se": std / math.sqrt(n), "n_val": n,
-                     "tied": mean <= std / math.sqrt(n), "n_for_d_eq_se": (std / mean) ** 2 if mean > 0 else None,
+        # d = SE at n samples when d = std / sqrt(n), with std = SE * sqrt(n_val)
+        rows.append({"epoch": c.epoch, "nll": ctx.val_metrics(c)["val_nll_ts"], "d": d, "se": se, "n_val": n,
+                     "tied": d <= se, "n_for_d_eq_se": n * (se / d) ** 2 if d > 0 else None,
                      "student": 100 * sum(accs) / len(accs) if accs else None})
     return cfg.name, rows
 

@@ -77,11 +77,17 @@ class ValNLL1SE(_ValPolicy):
 
     def scores(self, ckpts, ctx):
         ctx.require_val(f"policy {self.name}")
-        per = [torch.tensor(ctx.val_metrics(c)["nll_ts_samples"], dtype=torch.float64) for c in ckpts]
-        best = min(range(len(per)), key=lambda i: float(per[i].mean()))
-        out = []
-        for p in per:
-            d = p - per[best]
-            se = float(d.std()) / math.sqrt(len(d)) if len(d) > 1 else 0.0
-            out.append(-max(0.0, float(d.mean()) - se))
-        return out
+        return [-max(0.0, d - se) for d, se in nll_margins(ckpts, ctx)]
+
+
+def nll_margins(ckpts, ctx) -> list[tuple[float, float]]:
+    """(d, SE) of every checkpoint: the paired mean difference of its per-sample validation NLLs
+    (after temperature scaling) to those of the checkpoint with the lowest mean, and the
+    standard error of that difference, std / sqrt(n). What ``val-nll-1se`` reads."""
+    per = [torch.tensor(ctx.val_metrics(c)["nll_ts_samples"], dtype=torch.float64) for c in ckpts]
+    best = min(range(len(per)), key=lambda i: float(per[i].mean()))
+    out = []
+    for p in per:
+        d = p - per[best]
+        out.append((float(d.mean()), float(d.std()) / math.sqrt(len(d)) if len(d) > 1 else 0.0))
+    return out
