@@ -113,32 +113,30 @@ def _foreign_folder(tmp: Path):
     shutil.copy(tmp / "good.pt", tmp / "foreign" / "epoch_3.pt")
 
 
-def _trained_then_changed(tmp: Path):
-    """``new/``: a finished ``ckptkd train`` on d.npz, whose arrays then change."""
+def _ckptkd_in(tmp: Path, *argv: str) -> None:
+    """Run ``ckptkd ARGV`` in ``tmp`` (a setup step; it must succeed)."""
     from ckptkd.cli import main
 
-    _npz("d.npz")(tmp)
     cwd = os.getcwd()
     os.chdir(tmp)
     try:
-        assert main(["train", "--data", "npz:d.npz", "--model", "mlp_xs", "--epochs", "1", "--out", "new", "--quiet"]) == 0
+        assert main(list(argv)) == 0
     finally:
         os.chdir(cwd)
+
+
+def _trained_then_changed(tmp: Path):
+    """``new/``: a finished ``ckptkd train`` on d.npz, whose arrays then change."""
+    _npz("d.npz")(tmp)
+    _ckptkd_in(tmp, "train", "--data", "npz:d.npz", "--model", "mlp_xs", "--epochs", "1", "--out", "new", "--quiet")
     _npz("d.npz", y=(np.arange(30) + 1) % 3)(tmp)  # other labels, same shapes
 
 
 def _many_checkpoints(tmp: Path):
     """``many/``: ten checkpoints of a run on d.npz (27 training samples of 3 classes)."""
-    from ckptkd.cli import main
-
     _npz("d.npz")(tmp)
-    cwd = os.getcwd()
-    os.chdir(tmp)
-    try:
-        assert main(["train", "--data", "npz:d.npz", "--model", "mlp_xs", "--epochs", "10", "--save-every", "1",
-                     "--out", "many", "--quiet"]) == 0
-    finally:
-        os.chdir(cwd)
+    _ckptkd_in(tmp, "train", "--data", "npz:d.npz", "--model", "mlp_xs", "--epochs", "10", "--save-every", "1",
+               "--out", "many", "--quiet")
 
 
 def _images(name, layout=("c0", "c1"), extra: dict | None = None):
