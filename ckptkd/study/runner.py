@@ -20,7 +20,7 @@ import yaml
 from tqdm import tqdm
 
 from .. import parallel
-from ..config import StudyConfig, to_dict
+from ..config import SelectConfig, StudyConfig, to_dict
 from ..errors import CkptkdError
 from ..info.analyze import analyze
 from ..io import atomic_write, make_folder, occupied, read_json, write_json
@@ -39,6 +39,15 @@ def study_policies(cfg: StudyConfig) -> list[str]:
     return list(cfg.policies) or [name for name, p in POLICIES.items() if not p.takes_epochs]
 
 
+def selection_context(cfg: StudyConfig, root: Path, device="cpu") -> SelectionContext:
+    """What a study's policies read, cached in STUDY/selection/ (scripts/nll_margins.py reads it too).
+
+    One selection serves every student seed of the study, so its proxy students start from
+    seed 0 (+ ``proxy.seed``), as they always have: the cached proxy records stay valid."""
+    return SelectionContext.from_config(_data(cfg.data), root / "selection", select=SelectConfig(proxy=cfg.proxy),
+                                        info=cfg.info, student=cfg.student, kd=cfg.kd, seed=0, device=device)
+
+
 def selection(cfg: StudyConfig, root: Path, trajectory: list, device: str) -> dict[str, dict]:
     """Every policy's scores on the trajectory, its single pick, its snapshot ensemble of
     ``ensemble_size`` checkpoints (never two neighbours) and its cost in wall seconds.
@@ -46,8 +55,7 @@ def selection(cfg: StudyConfig, root: Path, trajectory: list, device: str) -> di
     A policy that cannot run on this study (e.g. one that needs a validation split the study
     does not carve) is recorded with its error instead.
     """
-    ctx = SelectionContext(_data(cfg.data), device=device, folder=root / "selection", info=cfg.info,
-                           student=cfg.student, kd=cfg.kd, proxy=cfg.proxy)
+    ctx = selection_context(cfg, root, device)
     (root / "selection").mkdir(exist_ok=True)
     out = {}
     for name in study_policies(cfg):
