@@ -78,8 +78,8 @@ def pick_teachers(cfg: RunConfig, teacher_run: Run, data: Dataset, device, progr
     """``cfg.select``'s checkpoints of the teacher's trajectory; the inputs the policy reads are
     cached in the teacher's run folder (rank 0 computes them, every rank gets the picks)."""
     ckpts = teacher_run.checkpoints()
-    ctx = SelectionContext(data, device=device, folder=teacher_run.path, info=cfg.info, student=cfg.student,
-                           kd=cfg.kd, proxy=cfg.select.proxy, progress=progress, seed=cfg.seed)
+    ctx = SelectionContext.from_config(data, teacher_run.path, select=cfg.select, info=cfg.info, student=cfg.student,
+                                       kd=cfg.kd, seed=cfg.seed, device=device, progress=progress)
     epochs = parallel.main_only(lambda: [c.epoch for c in choose(
         cfg.select.policy, ckpts, ctx, k=cfg.select.k, min_spacing=cfg.select.min_spacing,
         epochs=cfg.select.checkpoints)])

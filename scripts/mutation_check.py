@@ -111,6 +111,14 @@ MUTATIONS = [
     Mutation("proxy-full-short", "proxy-full's students stop early, as proxy's do (the bias it exists to avoid)",
              "ckptkd/select/policies/proxy.py", "epoch_fraction=1.0, data_fraction=1.0 / max(1, len(ckpts))",
              "epoch_fraction=0.2, data_fraction=1.0 / max(1, len(ckpts))", ("tests/test_select.py",)),
+    Mutation("config-imports-a-registry", "config reads the policy registry again (a lazy import: an import circle)",
+             "ckptkd/config.py", "    for registry_check in _REGISTRY_CHECKS.get(type(cfg), ()):\n",
+             "    from .select import POLICIES  # noqa: F401\n"
+             "    for registry_check in _REGISTRY_CHECKS.get(type(cfg), ()):\n",
+             ("tests/test_imports.py",)),
+    Mutation("registry-checks-skipped", "config names no registry holds are accepted (a typo'd policy runs nothing)",
+             "ckptkd/config.py", "        registry_check(cfg)\n", "        pass\n",
+             ("tests/test_imports.py", "tests/test_select.py::test_config_validation_reads_the_registry")),
 ]
 
 

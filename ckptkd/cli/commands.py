@@ -216,7 +216,7 @@ def _selection_context(args, overrides):
     """What ``ckptkd select`` reads: the run's data (with its validation split), --config's
     info, student, kd and select.proxy sections (the run folder's config for what it lacks),
     and the flags on top."""
-    from ..config import KDConfig, ProxyConfig, StageConfig
+    from ..config import KDConfig, ProxyConfig, SelectConfig, StageConfig
     from ..select import SelectionContext
     from ..train import resolve_device
 
@@ -237,9 +237,10 @@ def _selection_context(args, overrides):
     data = load_dataset(_data_config(args, overrides))
     device = resolve_device(overrides.get("device", "auto"))
     seed = overrides.get("seed", run_cfg.get("seed", 0))
-    return SelectionContext(data, device=device, folder=args.run, info=section("info", InfoConfig) or InfoConfig(),
-                            student=section("student", StageConfig), kd=section("kd", KDConfig),
-                            proxy=from_dict(ProxyConfig, proxy, "select.proxy"), progress=_progress(args), seed=seed)
+    select = SelectConfig(proxy=from_dict(ProxyConfig, proxy, "select.proxy"))  # the policy comes from the flags
+    return SelectionContext.from_config(data, args.run, select=select, info=section("info", InfoConfig),
+                                        student=section("student", StageConfig), kd=section("kd", KDConfig),
+                                        seed=seed, device=device, progress=_progress(args))
 
 
 def policies(args, overrides):
