@@ -3,7 +3,10 @@ decoded per batch; what only a decode can find is found mid-run, with the load's
 error, and --resume continues once the file is fixed. Unset, data.stream streams data that
 would take more than half the available memory."""
 import io
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -168,6 +171,20 @@ def test_a_bad_test_image_stops_the_run_in_one_line_and_resume_continues_from_th
     assert run.complete and run.manifest["stopped_on_data"] is None
     assert [sha256_file(c.path) for c in run.checkpoints()] == [sha256_file(c.path) for c in ref.checkpoints()]
     assert run.manifest["data_fingerprint"] == ref.manifest["data_fingerprint"]
+
+
+def test_in_a_real_process_a_bad_image_mid_run_exits_2_in_one_line(tmp_path):
+    root = write_folder(tmp_path / "imgs", ("train/a", "train/b", "test/a", "test/b"), per_class=8)
+    bad = root / "test" / "b" / "005.png"
+    bad.write_bytes(truncated(bad))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CKPTKD_TENSORBOARD": "0"}
+    # the timeout only guards against a hang; it is far above the seconds this takes
+    proc = subprocess.run([sys.executable, "-m", "ckptkd", *_train_args(root, tmp_path / "run", "--stream")],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines() == [f"ckptkd: error: {bad}: not a readable image (" + proc.stderr.split(" (", 1)[1]
+                                        .rstrip("\n")]
+    assert proc.stderr.rstrip().endswith(REMEDY)
 
 
 def test_a_removed_training_image_lets_the_run_resume_on_the_data_without_it(tmp_path, capsys, small_sample):
