@@ -106,16 +106,20 @@ def test_the_fingerprint_follows_the_bytes_not_the_folder(tmp_path):
 
 def test_headers_catch_non_images_and_other_png_sizes_at_load_without_a_decode(tmp_path, small_sample):
     root = write_folder(tmp_path / "imgs")
-    (root / "c2" / "notes.png").write_bytes(b"not a png")  # beyond the statistics' sample
+    spec = f"imagefolder:{root}"
+    bad = unsampled_training_image(spec)  # neither a split's first image nor one of the statistics' sample
+    good = open(bad, "rb").read()
+    with open(bad, "wb") as f:
+        f.write(b"not a png")
     for stream_ in (True, False):
-        with pytest.raises(CkptkdError, match=r"c2/notes.png: not a readable image \(UnidentifiedImageError"):
-            load_dataset(DataConfig(spec=f"imagefolder:{root}", stream=stream_, workers=0))
-    (root / "c2" / "notes.png").unlink()
-    (root / "c2" / "wide.png").write_bytes(png(np.zeros((8, 9, 3), np.uint8)))
-    assert png_size((root / "c2" / "wide.png").read_bytes()) == (8, 9)
-    with pytest.raises(CkptkdError, match=r"^images differ in size: \S+/000.png and \S+/c2/wide.png; set data"):
-        load_dataset(DataConfig(spec=f"imagefolder:{root}", stream=True, workers=0))
-    assert load_dataset(DataConfig(spec=f"imagefolder:{root}", stream=True, image_size=8)).in_shape == (3, 8, 8)
+        with pytest.raises(CkptkdError, match=rf"^{bad}: not a readable image \(UnidentifiedImageError"):
+            load_dataset(DataConfig(spec=spec, stream=stream_, workers=0))
+    with open(bad, "wb") as f:
+        f.write(png(np.zeros((8, 9, 3), np.uint8)))
+    assert png_size(open(bad, "rb").read()) == (8, 9) and png_size(good) == (8, 8)
+    with pytest.raises(CkptkdError, match=rf"^images differ in size: \S+/000.png and {bad}; set data"):
+        load_dataset(DataConfig(spec=spec, stream=True, workers=0))
+    assert load_dataset(DataConfig(spec=spec, stream=True, image_size=8)).in_shape == (3, 8, 8)
 
 
 @pytest.mark.parametrize("workers", [0, 2])
