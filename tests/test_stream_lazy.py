@@ -285,3 +285,35 @@ def test_a_worker_that_raises_does_not_hang_the_loader(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="a decoder bug"):
         for _ in st.batches(torch.arange(len(st.x_train)).split(4)):
             pass
+
+
+def write_shard(path, images: dict[str, bytes]):
+    """One WebDataset shard (a plain tar, as webdataset writes it) of ``key -> PNG bytes`` samples."""
+    import tarfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w") as tar:
+        for i, (key, data) in enumerate(images.items()):
+            for field, blob in (("png", data), ("cls", str(i % 2).encode())):
+                info = tarfile.TarInfo(f"{key}.{field}")
+                info.size = len(blob)
+                tar.addfile(info, io.BytesIO(blob))
+
+
+def test_a_shard_sample_is_checked_by_its_header_at_load_and_by_its_batch_after(tmp_path, small_sample):
+    rng = np.random.default_rng(0)
+    images = {f"{i:04d}": png(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)) for i in range(12)}
+    write_shard(tmp_path / "wds" / "test" / "shard-0000.tar", dict(list(images.items())[:4]))
+    train = tmp_path / "wds" / "train" / "shard-0000.tar"
+    spec = f"webdataset:{tmp_path / 'wds'}"
+    write_shard(train, {**images, "0005": b"not an image"})
+    with pytest.raises(CkptkdError, match=r"shard-0000.tar:0005.png: not a readable image \(.*; remove the sample"):
+        load_dataset(DataConfig(spec=spec, stream=True, workers=0, val_fraction=0))
+    write_shard(train, {**images, "0005": images["0005"][:-30]})  # not among the sample's [0, 4, 7, 11]
+    st = load_dataset(DataConfig(spec=spec, stream=True, workers=1, val_fraction=0))
+    with pytest.raises(stream.UnreadableImage, match=r"shard-0000.tar:0005.png: not a readable image"):
+        for _ in st.batches(torch.arange(12).split(4)):
+            pass
+    write_shard(train, images)
+    fixed = load_dataset(DataConfig(spec=spec, stream=True, workers=1, val_fraction=0))
+    assert fixed.fingerprint != st.fingerprint and len(torch.cat(list(fixed.batches([torch.arange(12)])))) == 12

@@ -292,5 +292,6 @@ def subset(x, idx):
     return x.subset(idx) if isinstance(x, ImageFiles) else x[torch.as_tensor(idx)]
 
 
-__all__ = ["FileRefs", "TarRefs", "ImageFiles", "UnreadableImage", "sample_histograms", "histograms", "channel_stats", "to_float", "batches",
+__all__ = ["FileRefs", "TarRefs", "ImageFiles", "UnreadableImage", "sample_histograms", "histograms", "channel_stats",
+           "to_float", "batches",
            "chunks", "subset"]
