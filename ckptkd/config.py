@@ -31,7 +31,9 @@ class DataConfig:
     label_noise: float = 0.0  # share of training labels replaced by another class (seeded)
     label_noise_kind: str = "symmetric"  # symmetric (a random other class) | pair (the next class)
     val_fraction: float = 0.1  # share of the training data held out for validation (stratified, seeded)
-    stream: bool = False  # imagefolder, webdataset: leave the images on disk, decode them per batch
+    # imagefolder, webdataset: leave the images on disk and decode them per batch (true), decode them
+    # into memory (false), or unset: stream when they would take more than half the memory available
+    stream: Optional[bool] = None
     workers: int = 2  # processes decoding images (the upcoming batches when streaming; 0: this process)
 
 
@@ -282,6 +284,16 @@ def augment_choice(value):
 
 def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
+
+
+def hashed_form(config):
+    """``config`` (a ``to_dict``) as its hash reads it: ``data.stream`` always as false. Streamed inputs
+    are bitwise those in memory, and an unset ``stream`` may choose either way on another machine, so
+    the choice is no part of what a run is; false is what every config said before it could be unset."""
+    if isinstance(config, dict):
+        return {k: (False if k == "stream" and isinstance(v, (bool, type(None))) else hashed_form(v))
+                for k, v in config.items()}
+    return config
 
 
 def read_yaml(path: str | Path) -> dict:

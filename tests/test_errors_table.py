@@ -163,6 +163,14 @@ def _png(h: int, w: int) -> bytes:
     return buf.getvalue()
 
 
+def _noise_png() -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def _shards(name, samples: int = 6, labels: bool = True, extra: dict | None = None):
     """A folder with one WebDataset shard of ``samples`` PNG + .cls samples (written with tarfile,
     as webdataset writes them); ``extra`` maps more file names in it to their bytes."""
@@ -395,6 +403,13 @@ CASES: list[Case] = [
          "images differ in size: imgs/train/c0/0.png and imgs/train/c1/wide.png; set data.image_size to resize "
          "them all", _images("imgs", ("train/c0", "train/c1", "test/c0", "test/c1"),
                              {"train/c1/wide.png": lambda t: _png(8, 9)})),
+    Case("image-damaged-mid-run", "a streamed image whose header reads but whose pixels do not: found by the batch "
+         "that decodes it (here the last epoch's test evaluation), mid-run; the run records it, and once the file is "
+         "fixed or removed `--resume` continues from the last checkpoint",
+         _train("--stream", "--epochs", "1", data="imagefolder:imgs"),
+         "imgs/test/c1/2.png: not a readable image (…); remove it from the dataset folder or rename it to start with "
+         "'.' to hide it", _images("imgs", ("train/c0", "train/c1", "test/c0", "test/c1"),
+                                   {"test/c1/2.png": lambda t: _noise_png()[:-30]}), new_files=True),
     Case("stream-in-memory-source", "`--stream` with a dataset that is only loaded into memory",
          _train("--stream"), "data.stream needs a source that can leave its images on disk (imagefolder:DIR, "
          "webdataset:DIR), not 'digits'"),

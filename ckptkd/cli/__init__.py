@@ -37,7 +37,10 @@ def _common_flags(p):
     p.add_argument("--config", help="YAML config file; flags override its values")
     p.add_argument("--data", dest="data.spec", help=f"dataset spec: {dataset_names()}")
     p.add_argument("--stream", action="store_const", const=True, dest="data.stream",
-                   help="leave the images on disk and decode them per batch (imagefolder, webdataset)")
+                   help="leave the images on disk and decode them per batch (imagefolder, webdataset; default: "
+                   "when they would take more than half the memory available)")
+    p.add_argument("--no-stream", action="store_const", const=False, dest="data.stream",
+                   help="decode the images into memory, even when they would take more than half of it")
     p.add_argument("--workers", type=int, dest="data.workers", metavar="N", help="processes decoding images (default 2)")
     p.add_argument("--device", dest="device", help="auto, cpu or cuda[:N]")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -1,6 +1,7 @@
 """One function per subcommand: read the config, call the API, print the result."""
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -49,8 +50,9 @@ def train(args, overrides):
     if complete:
         _say(f"{args.out}: already complete ({len(run_.checkpoints())} checkpoints)")
         return
-    _, rec = train_model(data, cfg.train, seed=cfg.seed, device=device, run=run_,
-                         progress=_progress(args), desc=cfg.train.model, resume=args.resume)
+    with _noting_unreadable_images(run_):
+        _, rec = train_model(data, cfg.train, seed=cfg.seed, device=device, run=run_,
+                             progress=_progress(args), desc=cfg.train.model, resume=args.resume)
     _say(f"{args.out}: {len(run_.checkpoints())} checkpoints, test acc {100 * rec['test_acc']:.2f}%")
 
 
@@ -77,8 +79,9 @@ def distill(args, overrides):
         return
     parallel.on_main(lambda: run_.note(teachers=[  # so that ckptkd export finds them from any folder
         {"path": str(c.path.resolve()), "sha256": c.sha256, "model": c.model} for c in ckpts]))
-    _, rec = distill_model(data, cfg.student, teacher, cfg.kd, seed=cfg.seed, device=device,
-                           run=run_, progress=_progress(args), cache_dir=args.cache_dir, resume=args.resume)
+    with _noting_unreadable_images(run_):
+        _, rec = distill_model(data, cfg.student, teacher, cfg.kd, seed=cfg.seed, device=device,
+                               run=run_, progress=_progress(args), cache_dir=args.cache_dir, resume=args.resume)
     _say(f"{args.out}: student test acc {100 * rec['test_acc']:.2f}%")
 
 
@@ -93,6 +96,21 @@ def _create_run(args, config: dict, **make):
         lambda: Run.create(args.out, config, overwrite=args.overwrite, resume=args.resume, **make),
         then=lambda: Run(args.out))
     return run_, run_.complete
+
+
+@contextlib.contextmanager
+def _noting_unreadable_images(run_):
+    """A streamed image found unreadable mid-run stops the command (one line, exit 2); the run
+    records it, so that --resume after the file is fixed or removed accepts the data as it is then
+    (a new fingerprint: ``Run.create``)."""
+    from .. import parallel
+    from ..data.stream import UnreadableImage
+
+    try:
+        yield
+    except UnreadableImage as e:
+        parallel.on_main(lambda: run_.note(stopped_on_data=str(e)))
+        raise
 
 
 def eval(args, overrides):  # noqa: A001 - the subcommand's name

@@ -1,5 +1,6 @@
 """Data: datasets named by spec strings (``registry``), loaded into memory as checked tensors,
-or, with ``data.stream``, left on disk as image files decoded per batch (``stream``).
+or, with ``data.stream`` (or unset, when they would not fit: ``memory``), left on disk as image
+files decoded per batch (``stream``).
 
 >>> data = load_dataset(DataConfig(spec="digits"))
 >>> data.x_train.shape, data.x_val.shape, data.num_classes
@@ -23,7 +24,13 @@ from . import sources  # noqa: F401  (each source registers itself)
 from .augment import Augment, choose_augment
 from .noise import flip_labels
 from .registry import list_sources, register_source, resolve
-from .stream import ImageFiles, batches, channel_stats, chunks, histograms, scan, size_error, subset, to_float
+from .index import index
+from .memory import choose_streaming
+from .stream import ImageFiles, batches, channel_stats, chunks, histograms, sample_histograms, subset, to_float
+
+# images decoded at load for the normalising statistics (evenly spaced over the training split):
+# a mean and std from 512 images are as good as from all, and decoding all took minutes
+STATS_SAMPLE = 512
 
 __all__ = ["Dataset", "load_dataset", "Augment", "DATASETS", "ImageFiles", "register_source", "list_sources",
            "batches", "subset"]
@@ -44,7 +51,7 @@ class Dataset:
     y_test: torch.Tensor
     num_classes: int
     augment: Augment
-    fingerprint: str  # sha256 of the arrays: what a cached teacher output or analysis is keyed on
+    fingerprint: str  # sha256 of the arrays (image files: of their bytes): what caches and runs are keyed on
     view_seed: int = 0  # seeds the augmented views; shared by every model trained on this data
     x_val: torch.Tensor | ImageFiles = field(default=None)  # held out of training; empty when val_fraction is 0
     y_val: torch.Tensor = field(default=None)
@@ -86,9 +93,7 @@ def load_dataset(cfg: DataConfig | str) -> Dataset:
     x, y, xt, yt = source.read(arg, cfg)
     y, yt = np.asarray(y), np.asarray(yt)
     if isinstance(x, ImageFiles):
-        if cfg.stream:
-            return _streamed(cfg, source, x, y, xt, yt)
-        x, xt = _materialise(x, cfg.workers), _materialise(xt, cfg.workers)
+        return _image_files(cfg, source, x, y, xt, yt)
     x, xt = np.asarray(x), np.asarray(xt)
     kind = source.kind or ("grid" if x.ndim == 4 else "signal")  # 4-D arrays may be photos or glyphs: no flips
     if x.ndim == 2 and xt.ndim == 2:  # plain feature vectors: one channel of length d
@@ -142,29 +147,42 @@ def _augmentation(cfg: DataConfig, kind: str, sample_shape) -> tuple[Augment, st
     return choose_augment(choice, kind, tuple(sample_shape)), why
 
 
-def _streamed(cfg: DataConfig, source, x: ImageFiles, y, xt: ImageFiles, yt) -> Dataset:
-    """The dataset with its images left on disk: one pass decodes each image once, to check
-    it and to take the normalising statistics and the fingerprint; none is kept. The
-    validation split is a subset of the same files, carved by index as in memory."""
-    x, hist, digest = scan(x, cfg.workers)
-    xt, _, test_digest = scan(xt, cfg.workers)
+def stats_sample(n: int) -> np.ndarray:
+    """The training images whose pixels give the normalising mean and std: all of them up to
+    STATS_SAMPLE, else STATS_SAMPLE evenly spaced ones (every class, as files are class by class)."""
+    if n <= STATS_SAMPLE:
+        return np.arange(n)
+    return np.linspace(0, n - 1, STATS_SAMPLE).round().astype(np.int64)
+
+
+def _image_files(cfg: DataConfig, source, x: ImageFiles, y, xt: ImageFiles, yt) -> Dataset:
+    """Images on disk (image folders, shards), streamed or decoded into memory, the same either way.
+
+    The files are listed by the source; here each split's first image is decoded (its shape), every
+    file's bytes are read once (checked by their header and hashed: the fingerprint, ``index``), and
+    the statistics' sample is decoded. Nothing else is decoded at load: a streamed image damaged past
+    its header is found by its batch. In memory, every image is then decoded, as before.
+    """
+    x, xt = x.with_shape(), xt.with_shape()
     shape = x.sample_shape or xt.sample_shape
     # zero-stride stand-ins: the array checks read shapes and dtypes only
-    _check_arrays(cfg.spec, np.broadcast_to(np.uint8(0), (len(x), *shape)), y,
-                  np.broadcast_to(np.uint8(0), (len(xt), *shape)), yt)
+    _check_arrays(cfg.spec, np.broadcast_to(np.uint8(0), (len(x), *(x.sample_shape or shape))), y,
+                  np.broadcast_to(np.uint8(0), (len(xt), *(xt.sample_shape or shape))), yt)
+    stream = choose_streaming(cfg.stream, cfg.spec, len(x) + len(xt), shape)
+    digest, test_digest = index(x), index(xt)
     num_classes = int(max(y.max(), yt.max())) + 1
     y, val = _noisy_labels_and_split(cfg, y, num_classes)
-    if val.any():  # the training split's statistics: the validation images' counts taken out
-        hist = hist - scan(subset(x, np.flatnonzero(val)), cfg.workers)[1]
-    mean, std = channel_stats(hist)
-    x = replace(x, mean=mean, std=std, workers=cfg.workers)
-    xt = replace(xt, sample_shape=shape, mean=mean, std=std, workers=cfg.workers)
     xv, x = subset(x, np.flatnonzero(val)), subset(x, np.flatnonzero(~val))
     yv, y = y[val], y[~val]
-    fp = hashlib.sha256(b"ckptkd-stream-v1")
-    for part in (str(x.shape).encode(), digest, y.astype(np.int64).tobytes(), str(xt.shape).encode(), test_digest,
-                 yt.astype(np.int64).tobytes(), val.tobytes()):
+    mean, std = channel_stats(sample_histograms(x, stats_sample(len(x)), cfg.workers))
+    x, xv, xt = (replace(f, mean=mean, std=std, workers=cfg.workers) for f in (x, xv, xt))
+    fp = hashlib.sha256(b"ckptkd-files-v2")  # v1 hashed the decoded pixels
+    for part in (str((cfg.image_size, STATS_SAMPLE)).encode(), str(x.shape).encode(), digest,
+                 y.astype(np.int64).tobytes(), str(xt.shape).encode(), test_digest, yt.astype(np.int64).tobytes(),
+                 val.tobytes()):
         fp.update(part)
+    if not stream:
+        x, xv, xt = (_decoded(f) for f in (x, xv, xt))
     aug, why = _augmentation(cfg, source.kind or "grid", shape)
     return Dataset(name=cfg.spec, x_train=x, y_train=torch.from_numpy(y.astype(np.int64)), x_test=xt,
                    y_test=torch.from_numpy(yt.astype(np.int64)), num_classes=num_classes, augment=aug,
@@ -172,16 +190,13 @@ def _streamed(cfg: DataConfig, source, x: ImageFiles, y, xt: ImageFiles, yt) -> 
                    y_val=torch.from_numpy(yv.astype(np.int64)), augment_why=why)
 
 
-def _materialise(files: ImageFiles, workers: int) -> np.ndarray:
-    """Every image of ``files`` decoded into one uint8 (N, C, H, W) array (the in-memory path)."""
-    out, lists = None, chunks(len(files), 256)
-    for idx, xb in zip(lists, files.decoded(lists, workers)):
-        if out is None:
-            out = np.empty((len(files), *xb.shape[1:]), dtype=np.uint8)
-        elif tuple(xb.shape[1:]) != out.shape[1:]:
-            raise size_error(files.refs, 0, int(idx[0]))
-        out[idx.numpy()] = xb.numpy()
-    return out if out is not None else np.zeros((0, 3, 1, 1), dtype=np.uint8)
+def _decoded(files: ImageFiles) -> torch.Tensor:
+    """Every image of ``files`` decoded (by its ``workers``) and standardised: the in-memory path."""
+    out = torch.empty(tuple(files.shape), dtype=torch.float32)
+    lists = chunks(len(files), 256) if len(files) else []
+    for idx, xb in zip(lists, files.batches(lists)):
+        out[idx] = xb
+    return out
 
 
 def validation_mask(spec: str, y: np.ndarray, fraction: float, seed: int) -> np.ndarray:

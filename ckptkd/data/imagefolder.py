@@ -26,10 +26,7 @@ def _scan(folder: str) -> dict:
         cdir = os.path.join(folder, name)
         if not os.path.isdir(cdir):
             continue
-        paths = []
-        for dirpath, dirnames, filenames in os.walk(cdir):
-            dirnames[:] = _visible(dirnames)  # prune hidden dirs; sorted for a stable order
-            paths += [os.path.join(dirpath, f) for f in _visible(filenames)]
+        paths = _files_under(cdir)
         if not paths:
             raise CkptkdError(
                 f"class folder {cdir!r} has no images; add images or remove the folder"
@@ -41,6 +38,21 @@ def _scan(folder: str) -> dict:
             f"like {os.path.join(folder, '<class>', '<image>.png')}"
         )
     return classes
+
+
+def _files_under(folder: str) -> list[str]:
+    """The visible files under ``folder``, as ``os.walk`` lists them (each folder's files by name,
+    then its subfolders by name, symlinked folders not entered), from ``os.scandir`` entries: no
+    stat or path join per file, which 100,000 images make worth it."""
+    files, folders = [], []
+    for entry in sorted((e for e in os.scandir(folder) if not e.name.startswith(".")), key=lambda e: e.name):
+        if not entry.is_dir():
+            files.append(entry.path)
+        elif not entry.is_symlink():
+            folders.append(entry.path)
+    for sub in folders:
+        files += _files_under(sub)
+    return files
 
 
 def _read(path: str, size):

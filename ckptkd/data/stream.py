@@ -16,9 +16,9 @@ histograms), so a streamed sample is bitwise the in-memory one.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import multiprocessing
+import os
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -30,6 +30,12 @@ from ..errors import CkptkdError
 from .imagefolder import decode
 
 SCAN_BATCH = 256
+READ_SIZE = 1 << 16
+
+
+class UnreadableImage(CkptkdError):
+    """An image that does not decode, or not to the size of the others: at load, or found
+    mid-epoch by the batch that holds it (a run then records it, see ``cli.commands``)."""
 
 
 class FileRefs:
@@ -48,6 +54,22 @@ class FileRefs:
 
     def open(self, i: int):
         return self.paths[i]
+
+    def contents(self):
+        """Each sample's file bytes in turn (None where the file cannot be read)."""
+        for path in self.paths:  # os.read: a third faster than open().read() on small files
+            try:
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    parts = [os.read(fd, READ_SIZE)]
+                    while len(parts[-1]) == READ_SIZE:  # a file larger than one read
+                        parts.append(os.read(fd, READ_SIZE))
+                finally:
+                    os.close(fd)
+            except OSError:
+                yield None
+            else:
+                yield parts[0] if len(parts) == 1 else b"".join(parts)
 
     def subset(self, idx) -> "FileRefs":
         return FileRefs([self.paths[i] for i in idx])
@@ -72,6 +94,18 @@ class TarRefs:
         with open(self.shards[shard], "rb") as f:
             f.seek(offset)
             return io.BytesIO(f.read(size))
+
+    def contents(self):
+        """Each sample's image bytes in turn, read at their offsets (one open file per shard)."""
+        files = {}
+        try:
+            for shard, offset, size in self.table.tolist():
+                f = files.get(shard) or files.setdefault(shard, open(self.shards[shard], "rb"))
+                f.seek(offset)
+                yield f.read(size)
+        finally:
+            for f in files.values():
+                f.close()
 
     def subset(self, idx) -> "TarRefs":
         idx = np.asarray(idx, dtype=np.int64)
@@ -123,10 +157,8 @@ def _collate(items):
     for _, x in items:
         if isinstance(x, str):
             return x
-    first_i, first = items[0]
-    for i, x in items:
-        if x.shape != first.shape:
-            return first_i, i  # images of different sizes: named by the main process
+    if any(x.shape != items[0][1].shape for _, x in items):
+        return [(i, tuple(x.shape)) for i, x in items]  # images of different sizes: named by the main process
     return torch.stack([x for _, x in items])
 
 
@@ -136,10 +168,11 @@ class ImageFiles:
 
     refs: object  # FileRefs | TarRefs
     size: tuple[int, int] | None = None  # resize every image to (H, W)
-    sample_shape: tuple[int, ...] = ()  # (C, H, W), known after scan()
+    sample_shape: tuple[int, ...] = ()  # (C, H, W), known after with_shape()
     mean: torch.Tensor | None = None  # per channel, set by load_dataset from the training images
     std: torch.Tensor | None = None
     workers: int = 0  # DataLoader worker processes for batches()
+    reference: str = ""  # the image whose size ``sample_shape`` is: named when another differs
 
     def __len__(self) -> int:
         return len(self.refs)
@@ -159,6 +192,15 @@ class ImageFiles:
         """The samples ``idx`` (e.g. a validation split carved from the training set)."""
         return replace(self, refs=self.refs.subset(np.asarray(idx, dtype=np.int64)))
 
+    def with_shape(self) -> "ImageFiles":
+        """These files with the sample shape of their first image, the one image decoded to learn it."""
+        if not len(self):
+            return self
+        _, image = _Decode(self.refs, self.size)[0]
+        if isinstance(image, str):
+            raise UnreadableImage(image)
+        return replace(self, sample_shape=tuple(image.shape), reference=self.refs.name(0))
+
     def __getitem__(self, key) -> torch.Tensor:
         """Samples ``key`` (an int, a slice or indices) as float32, decoded in this process."""
         if isinstance(key, (int, np.integer)):
@@ -167,7 +209,7 @@ class ImageFiles:
         if not len(idx):
             return torch.empty((0, *self.sample_shape))
         dec = _Decode(self.refs, self.size)
-        return to_float(self._checked(_collate([dec[int(i)] for i in idx])), self.mean, self.std)
+        return to_float(self._checked(_collate([dec[int(i)] for i in idx]), idx), self.mean, self.std)
 
     def decoded(self, index_lists, workers: int | None = None):
         """The uint8 batches of ``index_lists`` in order, decoded ``workers`` processes ahead."""
@@ -176,41 +218,38 @@ class ImageFiles:
         loader = DataLoader(_Decode(self.refs, self.size), batch_sampler=lists, num_workers=workers,
                             collate_fn=_collate, prefetch_factor=4 if workers else None,
                             multiprocessing_context=_worker_context() if workers else None)
-        return (self._checked(out) for out in loader)
+        return (self._checked(out, idx) for idx, out in zip(lists, loader))
 
     def batches(self, index_lists):
         return (to_float(x, self.mean, self.std) for x in self.decoded(index_lists))
 
-    def _checked(self, out) -> torch.Tensor:
+    def _checked(self, out, idx) -> torch.Tensor:
+        """A decoded batch, or the error of its first bad image: the message a load that decoded
+        every image gave, now raised by whichever batch meets the image first."""
         if isinstance(out, str):
-            raise CkptkdError(out)
-        if isinstance(out, tuple):
-            raise size_error(self.refs, *out)
-        if self.sample_shape and tuple(out.shape[1:]) != self.sample_shape:
-            raise CkptkdError(f"an image of {self.refs.name(0).rsplit('/', 1)[0]!r} changed size since the dataset "
-                              f"was loaded ({tuple(out.shape[1:])}, not {self.sample_shape}); load it again")
+            raise UnreadableImage(out)
+        shapes = out if isinstance(out, list) else [(int(idx[0]), tuple(out.shape[1:]))]
+        want = self.sample_shape or shapes[0][1]
+        odd = next((i for i, shape in shapes if shape != want), None)
+        if odd is not None:
+            first = self.reference or self.refs.name(shapes[0][0])
+            raise UnreadableImage(f"images differ in size: {first} and {self.refs.name(odd)}; set data.image_size "
+                                  "to resize them all")
         return out
 
 
 def size_error(refs, a: int, b: int) -> CkptkdError:
-    return CkptkdError(f"images differ in size: {refs.name(a)} and {refs.name(b)}; set data.image_size to "
-                       "resize them all")
+    return UnreadableImage(f"images differ in size: {refs.name(a)} and {refs.name(b)}; set data.image_size to "
+                           "resize them all")
 
 
-def scan(files: ImageFiles, workers: int) -> tuple[ImageFiles, np.ndarray, bytes]:
-    """Decode every image once: check it reads and has the size of the others, and return
-    ``files`` with its sample shape, the per-channel histograms of its pixel values, and the
-    sha256 of its pixels (what the dataset's fingerprint is made of). Holds one batch at a time."""
-    digest, hist, shape, first = hashlib.sha256(), None, None, 0
-    lists = [range(s, min(s + SCAN_BATCH, len(files))) for s in range(0, len(files), SCAN_BATCH)]
-    for idx, x in zip(lists, files.decoded(lists, workers)):
-        if shape is None:
-            shape, hist = tuple(x.shape[1:]), np.zeros((x.shape[1], 256), dtype=np.int64)
-        elif tuple(x.shape[1:]) != shape:
-            raise size_error(files.refs, first, idx[0])
-        digest.update(x.numpy().tobytes())
+def sample_histograms(files: ImageFiles, pick, workers: int) -> np.ndarray:
+    """The per-channel histograms of the pixel values of images ``pick`` of ``files``, decoded
+    ``workers`` processes ahead and checked against ``files.sample_shape`` on the way."""
+    hist = np.zeros((files.sample_shape[0] if files.sample_shape else 3, 256), dtype=np.int64)
+    for x in files.decoded(torch.as_tensor(np.asarray(pick, dtype=np.int64)).split(SCAN_BATCH), workers):
         hist += histograms(x)
-    return replace(files, sample_shape=shape or ()), hist, digest.digest()
+    return hist
 
 
 def histograms(x) -> np.ndarray:
@@ -253,5 +292,6 @@ def subset(x, idx):
     return x.subset(idx) if isinstance(x, ImageFiles) else x[torch.as_tensor(idx)]
 
 
-__all__ = ["FileRefs", "TarRefs", "ImageFiles", "scan", "histograms", "channel_stats", "to_float", "batches",
+__all__ = ["FileRefs", "TarRefs", "ImageFiles", "UnreadableImage", "sample_histograms", "histograms", "channel_stats",
+           "to_float", "batches",
            "chunks", "subset"]

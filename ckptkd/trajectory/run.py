@@ -33,7 +33,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from ..errors import CkptkdError
+from ..config import hashed_form
+from ..errors import CkptkdError, warn
 from ..io import append_jsonl, atomic_write, occupied, read_json, write_error, write_json
 from .io import load_weights, save_weights
 
@@ -70,7 +71,7 @@ class Checkpoint:
 
 
 def config_hash(config: dict) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(hashed_form(config), sort_keys=True).encode()).hexdigest()
 
 
 class Run:
@@ -101,7 +102,13 @@ class Run:
                         f"{str(path)!r} holds a run with a different config; --resume needs the same config, "
                         "or pass --overwrite to replace it"
                     )
-                if run.manifest.get("data_fingerprint") != data_fingerprint:  # same config, yet the files changed
+                stopped = run.manifest.get("stopped_on_data")
+                if run.manifest.get("data_fingerprint") != data_fingerprint and stopped:  # the bad file was dealt with
+                    warn(f"{str(path)!r} stopped on a bad image ({stopped.split(';')[0]}); resuming it on the data as "
+                         f"it is now (fingerprint {str(run.manifest.get('data_fingerprint'))[:12]}, now "
+                         f"{data_fingerprint[:12]})")
+                    run.note(data_fingerprint=data_fingerprint, stopped_on_data=None)
+                elif run.manifest.get("data_fingerprint") != data_fingerprint:  # same config, yet the files changed
                     raise CkptkdError(
                         f"{str(path)!r} was started on other data (fingerprint "
                         f"{str(run.manifest.get('data_fingerprint'))[:12]}, the data now {data_fingerprint[:12]}); "
