@@ -639,6 +639,13 @@ CASES: list[Case] = [
          "data 'npz:nine.npz' has inputs of shape (1, 9, 9) but the student takes (1, 8, 8); give the data it "
          "was trained with (--data)",
          _npz("nine.npz", x=np.zeros((30, 1, 9, 9), np.float32), x_test=np.zeros((9, 1, 9, 9), np.float32))),
+    Case("export-read-only-folder", "an export into a read-only folder (found when the checked file is written)",
+         ["export", CKPT, "--format", "pt2", "--out", "ro/s.pt2"],
+         "cannot write 'ro/s.pt2': the folder 'ro' is not writable (Permission denied); make it writable or choose "
+         "another output folder", _mkdir("ro"), simulate="readonly:ro"),
+    Case("export-full-disk", "an export onto a full disk", ["export", CKPT, "--format", "pt2", "--out", "s.pt2"],
+         "no space left to write 's.pt2' (No space left on device); free space on the disk that holds '.', or "
+         "choose another output folder", simulate="full"),
     *[Case(f"export-data-dependent-{fmt}", f"a {fmt} export of a model whose forward branches on its input's values "
            "(`if x.sum() > 100`, tests/unexportable_models.py)",
            ["export", BRANCHY_CKPT, "--format", fmt, "--out", f"s.{fmt}"],
