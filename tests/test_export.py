@@ -1,6 +1,9 @@
 """ckptkd export: every format's file agrees with PyTorch at every batch size, a model a format cannot
 capture is refused, a killed export leaves nothing, and the compression is measured against the teacher."""
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -8,7 +11,7 @@ import pytest
 import torch
 
 import ckptkd
-from ckptkd import CkptkdError, Trajectory
+from ckptkd import CkptkdError
 from ckptkd.cli import main
 from ckptkd.export import TOLERANCE, Compression, count_params, export, latency_ms
 from conftest import tree_digest
@@ -109,10 +112,6 @@ def test_a_teacher_of_a_train_run_exports_without_a_comparison(trained_run, tmp_
 
 
 def _cli(argv, cwd, env=None):
-    import os
-    import subprocess
-    import sys
-
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join([str(root), str(root / "tests")])}
     return subprocess.run([sys.executable, "-m", "ckptkd", *argv], cwd=cwd, env=env, capture_output=True, text=True)
@@ -146,7 +145,7 @@ def test_the_format_named_does_work(digits, tmp_path):
     assert report.max_diff <= TOLERANCE
 
 
-def test_when_no_format_captures_the_forward_every_one_is_refused(tmp_path, capsys):
+def test_when_no_format_captures_the_forward_every_one_is_refused(tmp_path):
     ckpt = checkpoint_of(tmp_path / "run", "unexportable_models:batch_branch_unscriptable")
     before = tree_digest(tmp_path)
     with pytest.raises(CkptkdError, match=r"^model 'unexportable_models:batch_branch_unscriptable' cannot be "
@@ -182,24 +181,23 @@ def test_an_export_that_disagrees_is_refused_and_not_written(fmt, student, tmp_p
 # ---------------------------------------------------------------- a kill leaves no partial file
 
 
-@pytest.mark.parametrize("overwrite", [False, True])
-def test_a_killed_export_leaves_no_partial_file(overwrite, student, tmp_path):
+def test_a_killed_export_leaves_no_partial_file(student, tmp_path):
     out = tmp_path / "s.pt2"
-    if overwrite:
-        out.write_bytes(b"the previous export")
-    before = tree_digest(tmp_path)
-    argv = ["export", str(student.path), "--format", "pt2", "--out", str(out), *(["--overwrite"] * overwrite)]
-    killed = _cli(argv, tmp_path, {"CKPTKD_FAULT": "mid-export:1"})  # SIGKILL: bytes written, not yet named
-    assert killed.returncode == -9, killed.stderr
-    assert tree_digest(tmp_path) == before  # nothing new, not even a temporary file; the old file intact
-    done = _cli(argv + ["--overwrite"] * (not overwrite), tmp_path)
+    argv = ["export", str(student.path), "--format", "pt2", "--out", str(out)]
+    fault = {"CKPTKD_FAULT": "mid-export:1"}  # SIGKILL with the file's bytes written and synced, not yet named
+    for overwrite in (False, True):  # a new file; a file that an earlier export left
+        if overwrite:
+            out.write_bytes(b"the previous export")
+        before = tree_digest(tmp_path)
+        killed = _cli(argv + ["--overwrite"] * overwrite, tmp_path, fault)
+        assert killed.returncode == -9, killed.stderr
+        assert tree_digest(tmp_path) == before  # nothing new, not even a temporary file; the old file intact
+    done = _cli(argv + ["--overwrite"], tmp_path)
     assert done.returncode == 0, done.stderr
     assert set(tree_digest(tmp_path)) == {"s.pt2"} and torch.export.load(str(out)) is not None
 
 
 def test_without_unnamed_files_the_export_is_still_atomic(student, tmp_path, monkeypatch):
-    import os
-
     monkeypatch.delattr(os, "O_TMPFILE")  # not Linux: ckptkd.io.atomic_write's rename
     export(student.path, "pt2", tmp_path / "s.pt2")
     assert set(tree_digest(tmp_path)) == {"s.pt2"} and torch.export.load(str(tmp_path / "s.pt2")) is not None
