@@ -97,6 +97,23 @@ def test_torchscript_is_legacy_and_says_so_in_one_line(student, tmp_path, capsys
         assert export(student.path, fmt, tmp_path / f"s.{fmt}").format.legacy is None
 
 
+def test_onnx_without_onnxscript_says_which_extra(student, tmp_path, monkeypatch):
+    import importlib
+
+    real = importlib.import_module
+
+    def without_onnxscript(name, *a, **k):
+        if name == "onnxscript":
+            raise ImportError("No module named 'onnxscript'")
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(importlib, "import_module", without_onnxscript)
+    with pytest.raises(CkptkdError, match=r"^ONNX export needs the packages onnx, onnxscript and onnxruntime "
+                                          r"\(onnxscript is missing\); pip install 'ckptkd\[export\]'$"):
+        export(student.path, "onnx", tmp_path / "s.onnx")
+    assert not (tmp_path / "s.onnx").exists()
+
+
 def test_the_teachers_are_found_from_another_working_directory(student, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the manifest records absolute teacher paths
     report = export(student.path, "pt2", "s.pt2")
