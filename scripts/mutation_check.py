@@ -128,6 +128,21 @@ MUTATIONS = [
     Mutation("registry-checks-skipped", "config names no registry holds are accepted (a typo'd policy runs nothing)",
              "ckptkd/config.py", "        registry_check(cfg)\n", "        pass\n",
              ("tests/test_imports.py", "tests/test_select.py::test_config_validation_reads_the_registry")),
+    Mutation("export-unchecked", "ckptkd export writes the file without comparing it with PyTorch",
+             "ckptkd/export/__init__.py", "    if not diff <= TOLERANCE:  # (also catches NaN)\n",
+             "    if False:\n", ("tests/test_export.py::test_an_export_that_disagrees_is_refused_and_not_written",
+                             "tests/test_export.py::test_when_no_format_captures_the_forward_every_one_is_refused")),
+    Mutation("export-one-batch-size", "the export is checked at one batch size only (a fixed batch goes unseen)",
+             "ckptkd/export/__init__.py", "    return [b for b in (x, x[1:8], x[:1]) if len(b)]\n",
+             "    return [x]\n", ("tests/test_export.py::test_an_export_that_disagrees_is_refused_and_not_written",)),
+    Mutation("torchscript-traced", "TorchScript traces instead of scripting (the format named for a branch loses it)",
+             "ckptkd/export/formats/torchscript.py", "            compiled = torch.jit.script(model)\n",
+             "            compiled = torch.jit.trace(model, example, check_trace=False)\n",
+             ("tests/test_export.py::test_the_format_named_does_work",)),
+    Mutation("export-named-temp", "the export is written to a named temporary file (a kill leaves it behind)",
+             "ckptkd/export/publish.py", "os.open(path.parent, os.O_TMPFILE | os.O_WRONLY, 0o666 & ~_UMASK)",
+             "os.open(path.with_name(f'.{path.name}.part'), os.O_CREAT | os.O_WRONLY, 0o666 & ~_UMASK)",
+             ("tests/test_export.py::test_a_killed_export_leaves_no_partial_file",)),
 ]
 
 

@@ -206,6 +206,15 @@ def _unnamed_model(tmp: Path):
     (tmp / "run" / "manifest.json").write_text(json.dumps({**manifest, "model": None}))
 
 
+def _unexportable(spec: str):
+    """``branchy/``: a one-checkpoint run of a model from tests/unexportable_models.py (on the path under pytest)."""
+    def make(tmp: Path):
+        from unexportable_models import checkpoint_of
+
+        checkpoint_of(tmp / "branchy", spec)
+    return make
+
+
 def _all(*steps):
     def make(tmp: Path):
         for s in steps:
@@ -234,6 +243,7 @@ class Case:
 
 
 CKPT = "run/checkpoints/epoch_0003.safetensors"
+BRANCHY_CKPT = "branchy/checkpoints/epoch_0001.safetensors"
 EVAL = ["--model", "mlp_xs", "--data", "digits"]
 
 
@@ -629,7 +639,7 @@ CASES: list[Case] = [
          ["export", "nope.safetensors", "--format", "onnx", "--out", "student.onnx"],
          "checkpoint 'nope.safetensors' does not exist"),
     Case("export-unknown-format", "an unknown export format", ["export", CKPT, "--format", "onxx", "--out", "s.onnx"],
-         "unknown export format 'onxx' (did you mean 'onnx'?); use one of onnx, torchscript"),
+         "unknown export format 'onxx' (did you mean 'onnx'?); use one of onnx, pt2, torchscript"),
     Case("export-out-exists", "an export onto a file that exists, without `--overwrite`",
          ["export", CKPT, "--format", "torchscript", "--out", "notes.txt"],
          "'notes.txt' already exists; pass --overwrite to replace it, or choose another --out",
@@ -644,6 +654,26 @@ CASES: list[Case] = [
          "data 'npz:nine.npz' has inputs of shape (1, 9, 9) but the student takes (1, 8, 8); give the data it "
          "was trained with (--data)",
          _npz("nine.npz", x=np.zeros((30, 1, 9, 9), np.float32), x_test=np.zeros((9, 1, 9, 9), np.float32))),
+    Case("export-read-only-folder", "an export into a read-only folder (found when the checked file is written)",
+         ["export", CKPT, "--format", "pt2", "--out", "ro/s.pt2"],
+         "cannot write 'ro/s.pt2': the folder 'ro' is not writable (Permission denied); make it writable or choose "
+         "another output folder", _mkdir("ro"), simulate="readonly:ro"),
+    Case("export-full-disk", "an export onto a full disk", ["export", CKPT, "--format", "pt2", "--out", "s.pt2"],
+         "no space left to write 's.pt2' (No space left on device); free space on the disk that holds '.', or "
+         "choose another output folder", simulate="full"),
+    *[Case(f"export-data-dependent-{fmt}", f"a {fmt} export of a model whose forward branches on its input's values "
+           "(`if x.sum() > 100`, tests/unexportable_models.py)",
+           ["export", BRANCHY_CKPT, "--format", fmt, "--out", f"s.{fmt}"],
+           f"model 'unexportable_models:value_branch' cannot be exported as {fmt}: its forward branches on its "
+           "input's values (torch.export: data-dependent control flow); --format torchscript would work (legacy, "
+           "but it keeps the branch)", _unexportable("unexportable_models:value_branch")) for fmt in ("pt2", "onnx")],
+    Case("export-no-format-captures", "a pt2 export of a model whose forward branches on the batch size and that "
+         "TorchScript cannot compile (tests/unexportable_models.py)",
+         ["export", BRANCHY_CKPT, "--format", "pt2", "--out", "s.pt2"],
+         "model 'unexportable_models:batch_branch_unscriptable' cannot be exported as pt2: its forward depends on "
+         "the batch size, which the export keeps dynamic (torch.export: constraints violated); no format ckptkd "
+         "writes captures it; write the branch with torch.cond, which torch.export keeps",
+         _unexportable("unexportable_models:batch_branch_unscriptable")),
 ]
 
 

@@ -160,10 +160,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder", metavar="RUN_OR_STUDY", help="a run folder, the --out of ckptkd run, or a study folder")
     p.add_argument("--out", help="the HTML file to write (default RUN_OR_STUDY/report.html)")
 
-    p = sub.add_parser("export", help="write a student as ONNX or TorchScript, checked against PyTorch, "
-                                      "with its size and CPU latency beside its teacher's")
+    p = sub.add_parser("export", help="write a student as ONNX, pt2 (torch.export) or legacy TorchScript, checked "
+                                      "against PyTorch, with its size and CPU latency beside its teacher's")
     p.add_argument("checkpoint", metavar="STUDENT_CKPT", help="a student's checkpoint (RUN/checkpoints/epoch_N.safetensors)")
-    p.add_argument("--format", required=True, help="onnx (needs the export extra) or torchscript")
+    p.add_argument("--format", required=True, help="onnx (needs the export extra), pt2 (torch.export) or torchscript "
+                                                   "(legacy: torch.jit is deprecated)")
     p.add_argument("--out", required=True, help="the file to write")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--data", dest="data.spec", help="data to check the export on (default: the run's own)")
