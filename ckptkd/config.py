@@ -129,6 +129,7 @@ class SelectConfig:
     min_spacing: int = 0  # with k > 1: minimum epochs between picked checkpoints
     checkpoints: list[int] = field(default_factory=list)  # policy explicit: epochs to use
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    budget: float = 1.0  # what selection may spend, in full distillations (0: probes only); ckptkd.select.budget
 
 
 @dataclass
@@ -187,6 +188,7 @@ class StudyConfig:
     # policies' ensemble picks are reported, with a student where one of these cells has it
     snapshot_policies: list[str] = field(default_factory=lambda: ["mi", "best-val", "val-nll", "val-nll-1se"])
     proxy: ProxyConfig = field(default_factory=ProxyConfig)  # policy proxy's budget
+    budget: float = 1.0  # what each policy (and the verdict) may spend, in full distillations (0: probes only)
     device: str = "auto"
 
 
@@ -327,6 +329,11 @@ def _one_of(key: str, value: str, choices) -> None:
     _check(value in choices, f"{key} must be one of {', '.join(choices)}, got {value!r}{closest(value, choices)}")
 
 
+def _check_budget(value: float, key: str) -> None:
+    _check(math.isfinite(value) and value >= 0, f"{key} must be a number of full distillations >= 0 (e.g. 1; 0 "
+                                                f"means probes only), got {value!r}")
+
+
 def validate(cfg, where: str = "") -> None:
     """Range checks for every config type; called by ``from_dict`` on each section."""
     if isinstance(cfg, DataConfig):
@@ -368,6 +375,7 @@ def validate(cfg, where: str = "") -> None:
         parse_policy(cfg.policy, k=cfg.k, epochs=cfg.checkpoints)
         _check(cfg.k >= 1, f"select.k must be at least 1, got {cfg.k}")
         _check(cfg.min_spacing >= 0, f"select.min_spacing must be >= 0, got {cfg.min_spacing}")
+        _check_budget(cfg.budget, "select.budget")
     elif isinstance(cfg, ProxyConfig):
         _check(0 < cfg.epoch_fraction <= 1, f"select.proxy.epoch_fraction must be in (0, 1], got {cfg.epoch_fraction}")
         _check(0 < cfg.data_fraction <= 1, f"select.proxy.data_fraction must be in (0, 1], got {cfg.data_fraction}")
@@ -389,6 +397,7 @@ def validate(cfg, where: str = "") -> None:
         _check(cfg.weight_x >= 0 and cfg.weight_y >= 0 and cfg.weight_x + cfg.weight_y > 0,
                "info.weight_x and info.weight_y must be >= 0 and not both 0")
     elif isinstance(cfg, StudyConfig):
+        _check_budget(cfg.budget, "budget")
         _check(len(cfg.teacher_seeds) >= 1, "study teacher_seeds needs at least one seed")
         _check(len(set(cfg.teacher_seeds)) == len(cfg.teacher_seeds), "study teacher_seeds must be distinct")
         _check(len(cfg.student_seeds) >= 1 and len(set(cfg.student_seeds)) == len(cfg.student_seeds),
