@@ -55,7 +55,7 @@ def check_budget(parts: Sequence[str], ckpts: Sequence[Checkpoint], ctx: "Select
                  budget: float | None = None) -> Spend:
     """Refuse, before anything is spent, a selection that would spend more than ``budget``
     (default: the context's); returns what it will spend."""
-    budget = (ctx.budget if ctx is not None else DEFAULT_BUDGET) if budget is None else budget
+    budget = getattr(ctx, "budget", DEFAULT_BUDGET) if budget is None else budget
     need = spend_of(parts, ckpts, ctx)
     if rounded(need.distillations) > rounded(budget) + 1e-9:
         name = "policy " + "+".join(parts) if len(parts) == 1 else "policies " + "+".join(parts)
