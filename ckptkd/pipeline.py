@@ -91,9 +91,8 @@ def choose_with_verdict(cfg: RunConfig, teacher_run: Run, data: Dataset, device,
     from .select.verdict import recommend
 
     ckpts = teacher_run.checkpoints()
-    ctx = SelectionContext(data, device=device, folder=teacher_run.path, info=cfg.info, student=cfg.student,
-                           kd=cfg.kd, proxy=cfg.select.proxy, progress=progress, seed=cfg.seed,
-                           budget=cfg.select.budget)
+    ctx = SelectionContext.from_config(data, teacher_run.path, select=cfg.select, info=cfg.info, student=cfg.student,
+                                       kd=cfg.kd, seed=cfg.seed, device=device, progress=progress)
     sel = cfg.select
 
     def decide():

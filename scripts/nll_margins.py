@@ -22,9 +22,8 @@ from collections import defaultdict
 from pathlib import Path
 
 from ckptkd.config import StudyConfig, from_dict
-from ckptkd.select import SelectionContext
 from ckptkd.select.policies.validation import nll_margins
-from ckptkd.study.cells import _data
+from ckptkd.study.runner import selection_context
 from ckptkd.trajectory import Run
 
 
@@ -33,7 +32,7 @@ def margins(folder: Path) -> tuple[str, list[dict]]:
     cfg = from_dict(StudyConfig, results["config"])
     seed = cfg.teacher_seeds[0]
     trajectory = Run(folder / "cells" / f"teacher/seed{seed}").checkpoints()
-    ctx = SelectionContext(_data(cfg.data), folder=folder / "selection", info=cfg.info)
+    ctx = selection_context(cfg, folder)  # the study's own selection inputs, read from its cache
     n = len(ctx.data.y_val)
     students = defaultdict(list)
     for s in results["students"]:

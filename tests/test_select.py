@@ -3,6 +3,7 @@
 The trajectory of most tests is ``trained_run`` (mlp_xs on digits, a checkpoint after each of
 3 epochs); policies that only read epochs run on hand-made checkpoints.
 """
+import ast
 import dataclasses
 import json
 import math
@@ -13,7 +14,7 @@ import torch
 
 from ckptkd import Checkpoint, CkptkdError, DataConfig, InfoConfig, RunConfig, StageConfig, load_dataset
 from ckptkd.cli import main
-from ckptkd.config import ProxyConfig, from_dict
+from ckptkd.config import KDConfig, ProxyConfig, SelectConfig, from_dict
 from ckptkd.select import (POLICIES, Policy, SelectionContext, choose, get_policy, policy_scores, register, top_k)
 from ckptkd.select.temperature import fit_temperature, nll
 
@@ -145,6 +146,28 @@ def test_a_new_policy_is_one_registered_class():
     finally:
         del POLICIES["earliest-test-only"]
 
+
+
+def test_one_builder_puts_a_selection_together(digits, tmp_path):
+    """``SelectionContext.from_config`` maps the config sections onto the context, and it is the
+    only place in the package that constructs one (the pipeline, the CLI and studies call it)."""
+    select = SelectConfig(proxy=TINY_PROXY)
+    ctx = SelectionContext.from_config(digits, tmp_path, select=select, info=TINY_INFO, student=TINY_STUDENT,
+                                       kd=KDConfig(alpha=0.5), seed=3, device="cpu")
+    assert (ctx.proxy_cfg, ctx.info, ctx.student, ctx.kd.alpha, ctx.seed, ctx.folder) == (
+        TINY_PROXY, TINY_INFO, TINY_STUDENT, 0.5, 3, tmp_path)
+    bare = SelectionContext.from_config(digits, None)
+    assert (bare.proxy_cfg, bare.info, bare.student, bare.kd, bare.seed) == (ProxyConfig(), InfoConfig(), None, None, 0)
+    package = Path(__file__).resolve().parent.parent / "ckptkd"
+    built_in = set()
+    for path in package.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                f = node.func
+                if (isinstance(f, ast.Name) and f.id == "SelectionContext") or (
+                        isinstance(f, ast.Attribute) and f.attr == "SelectionContext"):
+                    built_in.add(path.relative_to(package).as_posix())
+    assert built_in == {"select/context.py"}
 
 # ---------------------------------------------------------------- temperature scaling
 

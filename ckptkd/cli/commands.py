@@ -234,7 +234,7 @@ def _selection_context(args, overrides):
     """What ``ckptkd select`` reads: the run's data (with its validation split), --config's
     info, student, kd and select.proxy sections (the run folder's config for what it lacks),
     and the flags on top."""
-    from ..config import KDConfig, ProxyConfig, StageConfig
+    from ..config import KDConfig, ProxyConfig, SelectConfig, StageConfig
     from ..select import SelectionContext
     from ..select.budget import DEFAULT_BUDGET, check_budget_value
     from ..train import resolve_device
@@ -258,10 +258,12 @@ def _selection_context(args, overrides):
     seed = overrides.get("seed", run_cfg.get("seed", 0))
     budget = overrides.get("select.budget", chosen.get("budget", DEFAULT_BUDGET) if isinstance(chosen, dict)
                            else DEFAULT_BUDGET)
-    return SelectionContext(data, device=device, folder=args.run, info=section("info", InfoConfig) or InfoConfig(),
-                            student=section("student", StageConfig), kd=section("kd", KDConfig),
-                            proxy=from_dict(ProxyConfig, proxy, "select.proxy"), progress=_progress(args), seed=seed,
-                            budget=check_budget_value(budget, "select.budget"))
+    # the policy comes from the flags; the budget from --budget, else --config's or the run's select.budget
+    select = SelectConfig(proxy=from_dict(ProxyConfig, proxy, "select.proxy"),
+                          budget=check_budget_value(budget, "select.budget"))
+    return SelectionContext.from_config(data, args.run, select=select, info=section("info", InfoConfig),
+                                        student=section("student", StageConfig), kd=section("kd", KDConfig),
+                                        seed=seed, device=device, progress=_progress(args))
 
 
 def policies(args, overrides):

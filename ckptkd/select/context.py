@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..config import InfoConfig, KDConfig, ProxyConfig, StageConfig
+from ..config import InfoConfig, KDConfig, ProxyConfig, SelectConfig, StageConfig
 from ..data import Dataset
 from ..errors import CkptkdError
 from ..io import read_json, sha256_file, write_json
@@ -56,6 +56,23 @@ class SelectionContext:
         self._memory: dict[str, dict] = {}  # the cache when there is no folder
         self._analyses: dict[str, list[dict]] = {}
         self._train = TrainOutputs(data, self.folder, device)
+
+    @classmethod
+    def from_config(cls, data: Dataset, folder: str | Path | None, *, select: SelectConfig | None = None,
+                    info: InfoConfig | None = None, student: StageConfig | None = None, kd: KDConfig | None = None,
+                    seed: int = 0, device="cpu", progress: bool = False) -> "SelectionContext":
+        """The one place a selection is put together, from config sections: the pipeline
+        (``cfg.select``, ``cfg.info``, ...), ``ckptkd select`` (its flags and --config) and a
+        study (``ckptkd.study.runner.selection_context``) all call it. A new selection input
+        is a field of ``SelectConfig`` (or a section of its own) read here, once.
+
+        ``student``/``kd`` None: no proxy student can be trained (policy proxy refuses, naming
+        the flags that give one); ``seed`` is the run's seed (a proxy student starts from
+        ``seed + select.proxy.seed``); ``select.budget`` is what the policies and the verdict
+        may spend, in full distillations (``ckptkd.select.budget``)."""
+        select = select or SelectConfig()
+        return SelectionContext(data, device=device, folder=folder, info=info or InfoConfig(), student=student,
+                                kd=kd, proxy=select.proxy, progress=progress, seed=seed, budget=select.budget)
 
     # ------------------------------------------------------------ inputs
 

@@ -21,7 +21,7 @@ import yaml
 from tqdm import tqdm
 
 from .. import parallel
-from ..config import StudyConfig, to_dict
+from ..config import SelectConfig, StudyConfig, to_dict
 from ..errors import CkptkdError
 from ..info.analyze import analyze
 from ..io import atomic_write, make_folder, occupied, read_json, write_json
@@ -38,6 +38,17 @@ def teacher_cells(cfg: StudyConfig) -> list[Cell]:
 def study_policies(cfg: StudyConfig) -> list[str]:
     """The policies a study measures: ``cfg.policies``, or every registered one that scores checkpoints."""
     return list(cfg.policies) or [name for name, p in POLICIES.items() if not p.takes_epochs]
+
+
+def selection_context(cfg: StudyConfig, root: Path, device="cpu") -> SelectionContext:
+    """What a study's policies read, cached in STUDY/selection/ (scripts/nll_margins.py reads it too).
+
+    One selection serves every student seed of the study, so its proxy students start from
+    seed 0 (+ ``proxy.seed``), as they always have: the cached proxy records stay valid. Each
+    policy, and the verdict, may spend the study's ``budget``."""
+    select = SelectConfig(proxy=cfg.proxy, budget=cfg.budget)
+    return SelectionContext.from_config(_data(cfg.data), root / "selection", select=select, info=cfg.info,
+                                        student=cfg.student, kd=cfg.kd, seed=0, device=device)
 
 
 def selection(cfg: StudyConfig, root: Path, trajectory: list, device: str) -> dict[str, dict]:
@@ -64,16 +75,9 @@ def selection(cfg: StudyConfig, root: Path, trajectory: list, device: str) -> di
     return out
 
 
-def selection_context(cfg: StudyConfig, root: Path, device: str) -> SelectionContext:
-    """What the study's policies read, cached in STUDY/selection/, within ``cfg.budget`` each."""
-    return SelectionContext(_data(cfg.data), device=device, folder=root / "selection", info=cfg.info,
-                            student=cfg.student, kd=cfg.kd, proxy=cfg.proxy, budget=cfg.budget)
-
-
 def study_verdict(cfg: StudyConfig, root: Path, trajectory: list, device: str, picks: dict[str, dict]) -> dict:
     """The verdict on distilling (``ckptkd.select.verdict``) from the default policy's pick, within
     the budget that policy leaves; judged in the report against the students of no KD."""
-    from ..config import SelectConfig
     from ..select.verdict import recommend
 
     policy = SelectConfig().policy
