@@ -118,7 +118,8 @@ def kd_proxy(chosen: Sequence[Checkpoint], ctx: "SelectionContext", cfg) -> dict
         teacher = Teacher.from_checkpoints(list(chosen), data.num_classes, data.in_shape, kd.combine)
         _, rec = distill(data, stage, teacher, kd, seed=ctx.seed + cfg.seed, device=ctx.device, run=None,
                          progress=False)
-        return {"val_acc": rec["val_acc"], "model": stage.model, "epochs": stage.epochs, "n_train": len(data.y_train)}
+        return {"val_acc": rec["val_acc"], "model": stage.model, "epochs": stage.epochs, "n_train": len(data.y_train),
+                "proxy_seed": cfg.seed}
 
     return ctx.cached_record("proxy-ensemble", identity, settings, compute)
 
@@ -134,6 +135,7 @@ def nokd_proxy(ctx: "SelectionContext", cfg) -> dict:
     def compute() -> dict:
         data = proxy_data(ctx.data, cfg)
         _, rec = train(data, stage, seed=ctx.seed + cfg.seed, device=ctx.device, run=None, progress=False)
-        return {"val_acc": rec["val_acc"], "model": stage.model, "epochs": stage.epochs, "n_train": len(data.y_train)}
+        return {"val_acc": rec["val_acc"], "model": stage.model, "epochs": stage.epochs, "n_train": len(data.y_train),
+                "proxy_seed": cfg.seed}
 
     return ctx.cached_record("proxy-nokd", ["no teacher"], settings, compute)
