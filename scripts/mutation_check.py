@@ -120,6 +120,9 @@ MUTATIONS = [
     Mutation("aum-window-whole-trajectory", "aum-fit's flags read the whole trajectory, memorised labels included",
              "ckptkd/select/policies/memorisation.py", "for c in early_checkpoints(ckpts)]).mean(0)",
              "for c in ckpts]).mean(0)", ("tests/test_select_trainset.py",)),
+    Mutation("cl-thresholds-ignored", "cl-fit flags every sample whose argmax is not its label (no per-class "
+             "thresholds), hard ones included", "ckptkd/select/policies/confident.py",
+             "    above = probs >= thresholds[None, :]\n", "    above = probs >= 0\n", ("tests/test_select_trainset.py",)),
     Mutation("label-wave-no-noise-band", "label-wave takes any rise of the churn, however small, as the onset",
              "ckptkd/select/policies/churn.py", "        if r_next - r > math.hypot(se, se_next):\n",
              "        if r_next - r > 0:\n", ("tests/test_select_trainset.py",)),

@@ -95,6 +95,65 @@ def test_one_se_scores_tie_what_the_samples_cannot_tell_apart():
     assert one_se_scores([c + 0.2, c]) == pytest.approx([0.0, -0.2])  # no spread: a real difference
 
 
+# ---------------------------------------------------------------- cl-fit: confident learning's flags
+
+
+def _hard_and_noisy():
+    """120 samples of 3 classes: 20 flipped labels that the early trajectory confidently puts in
+    their true class, 20 hard clean samples whose early probabilities are spread out (their
+    label second at 0.3, another class first at 0.4), 80 easy clean ones. Epoch 4 memorises the
+    flipped labels; epoch 3 instead learns the hard samples and keeps the flipped ones right."""
+    n = 120
+    true = torch.arange(n) % 3
+    noisy, hard = torch.arange(n) < 20, (torch.arange(n) >= 20) & (torch.arange(n) < 40)
+    labels = torch.where(noisy, (true + 1) % 3, true)
+
+    def probs(top, p_top):  # p_top on class ``top``, the rest split evenly
+        out = torch.full((n, 3), 0.0, dtype=torch.float64)
+        out[:] = ((1 - p_top) / 2)[:, None]
+        out[torch.arange(n), top] = p_top.double()
+        return out
+
+    early = probs(true, torch.full((n,), 0.9))
+    spread = torch.tensor([0.3, 0.4, 0.3], dtype=torch.float64)
+    early[hard] = torch.stack([spread.roll(int(c)) for c in labels[hard]])  # label at 0.3, label+1 at 0.4
+    log = lambda p: p.log()  # noqa: E731  logits whose softmax is p
+    late_hard = probs(true, torch.full((n,), 0.95))  # epoch 3: every sample's true class, hard ones too
+    memorised = probs(labels, torch.full((n,), 0.97))  # epoch 4: every label, flipped ones too
+    return labels, noisy, hard, {1: log(early), 2: log(early), 3: log(late_hard), 4: log(memorised)}
+
+
+def test_confident_learning_flags_the_flipped_labels_and_not_the_hard_ones():
+    from ckptkd.select.policies.confident import confident_flags, confident_joint, noise_rate
+
+    labels, noisy, hard, logits = _hard_and_noisy()
+    ckpts = _ckpts([1, 2, 3, 4])
+    ctx = FakeCtx(labels, logits)
+    suspect, rate = confident_flags(ckpts, ctx)
+    assert suspect.tolist() == noisy.tolist()
+    # by hand: row j counts the easy samples labelled j (diagonal) and the flipped ones (off it), and
+    # is calibrated to all the samples labelled j, hard ones included
+    expected = 0.0
+    for j in range(3):
+        easy = sum(1 for i in range(40, 120) if i % 3 == j)
+        flipped = sum(1 for i in range(20) if (i % 3 + 1) % 3 == j)
+        expected += flipped / (easy + flipped) * int((labels == j).sum())
+    assert rate == pytest.approx(expected / 120) and 0.19 < rate < 0.21
+    assert suspect_labels(ckpts, ctx)[hard].all()  # a negative margin flags the hard ones too
+    joint, guess = confident_joint(torch.softmax(logits[1], 1), labels, 3)
+    assert (guess[hard] == -1).all() and joint.sum() == 100  # hard samples reach no class's threshold
+    assert noise_rate(torch.eye(3) * 40, torch.arange(120) % 3) == 0.0
+
+
+def test_cl_fit_keeps_the_teacher_that_learns_hard_samples_where_aum_fit_does_not():
+    labels, noisy, hard, logits = _hard_and_noisy()
+    ckpts = _ckpts([1, 2, 3, 4])
+    ctx = FakeCtx(labels, logits)
+    assert [c.epoch for c in choose("cl-fit", ckpts, ctx)] == [3]  # not the memorising epoch 4
+    # aum-fit counts learning the hard samples against epoch 3 and prefers the unsure early ones
+    assert [c.epoch for c in choose("aum-fit", ckpts, ctx)] == [2]
+
+
 # ---------------------------------------------------------------- label-wave
 
 
@@ -139,7 +198,7 @@ def test_label_wave_keeps_the_last_without_a_rise_beyond_the_noise(changes):
     assert [c.epoch for c in choose("label-wave", ckpts, ctx)] == [50]
 
 
-@pytest.mark.parametrize("name", ["aum-fit", "label-wave"])
+@pytest.mark.parametrize("name", ["aum-fit", "cl-fit", "label-wave"])
 def test_a_trajectory_of_fewer_than_three_checkpoints_is_refused(name):
     ctx = FakeCtx(TRUE, {1: _onehot(TRUE, 1.0), 2: _onehot(TRUE, 2.0)})
     with pytest.raises(CkptkdError, match=rf"policy {name} reads the trajectory and needs at least 3 checkpoints, "
@@ -149,7 +208,7 @@ def test_a_trajectory_of_fewer_than_three_checkpoints_is_refused(name):
 
 # ---------------------------------------------------------------- the cached input on a real trajectory
 
-TRAINSET = ["aum-fit", "label-wave"]
+TRAINSET = ["aum-fit", "cl-fit", "label-wave"]
 OTHERS = [p for p in POLICIES if p not in TRAINSET and p != "explicit" and not POLICIES[p].needs]
 
 
