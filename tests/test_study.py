@@ -88,6 +88,16 @@ def test_the_study_records_the_verdict_on_distilling_from_the_default_pick(finis
     assert verdict["policy"] == "val-nll-1se" and verdict["teacher"] == results["selection"]["val-nll-1se"]["pick"]
     # a pair of 1-epoch proxies costs 2 distillations: two pairs fit in the budget of 4
     assert verdict["evidence"]["pairs"] == 2 and isinstance(verdict["distil"], bool)
+    from ckptkd.report.selection import judge_verdict, render_study
+
+    judged = judge_verdict(results)
+    g = report.groups(results)
+    pick = g[f"ckpt-{verdict['teacher'][0]:04d}"]["mean"]
+    assert judged["nokd_minus_pick"] == pytest.approx(g["nokd"]["mean"] - pick)
+    nz = report.noise(results)
+    assert judged["right"] == (None if abs(g["nokd"]["mean"] - pick) <= nz else
+                               (g["nokd"]["mean"] > pick) == (not verdict["distil"]))
+    assert "Verdict on distilling (val-nll-1se's pick): " in render_study(results, "tiny")
 
 
 def test_trajectory_averages_teach_with_mean_probabilities(finished_study):
