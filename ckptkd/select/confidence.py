@@ -62,12 +62,12 @@ def statement(policy: str, ckpts: Sequence[Checkpoint], picks: Sequence[Checkpoi
         else:
             row |= compare_with_last(evidence, ckpts, p)
             margin = f"{abs(row['d']):.3g} ± {row['se']:.2g} {row['unit']} (paired, n = {row['n']} {row['over']})"
+            vs = f"last (epoch {last.epoch})"
             if row["verdict"] == "tied":
-                lines.append(f"epoch {p.epoch}, tied with last (epoch {last.epoch}) within the noise: "
-                             f"{'+' if row['d'] >= 0 else '-'}{margin}")
+                sign = "+" if row["d"] >= 0 else "-"
+                lines.append(f"epoch {p.epoch}, tied with {vs} within the noise: {sign}{margin}")
             else:
-                lines.append(f"epoch {p.epoch}, {row['verdict']} of last (epoch {last.epoch}) by {margin}"
-                             if row["verdict"] == "ahead" else
-                             f"epoch {p.epoch}, behind last (epoch {last.epoch}) by {margin}")
+                lines.append(f"epoch {p.epoch}, {row['verdict']} {'of ' if row['verdict'] == 'ahead' else ''}{vs} "
+                             f"by {margin}")
         rows.append(row)
     return {"statement": "; ".join(lines), "picks": rows}

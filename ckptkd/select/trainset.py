@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import load as load_safetensors
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as save_safetensors
 
 from ..data import Dataset
@@ -91,14 +91,12 @@ class TrainOutputs:
         if path is None or not path.exists():
             return None
         try:
-            raw = path.read_bytes()
-            tensors = load_safetensors(raw)
-            meta = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")]).get("__metadata__", {})
-            logits = tensors["logits"]
+            with safe_open(str(path), framework="pt") as f:
+                meta, logits = f.metadata() or {}, f.get_tensor("logits")
             if logits.shape != (len(self.data.y_train), self.data.num_classes):
                 return None  # not this data's: computed again (a lost speed-up, not an error)
             return {"logits": logits, "wall_s": float(meta["wall_s"]), "epoch": int(meta["epoch"])}
-        except Exception:  # damaged: computed again
+        except (OSError, KeyError, ValueError, SafetensorError):  # damaged: computed again
             return None
 
     def _write(self, key: str, record: dict) -> None:
