@@ -162,3 +162,39 @@ def test_statements_for_the_last_a_measured_and_an_unmeasured_pick(trained_run, 
     assert "nats of validation NLL (paired, n = 144 validation samples)" in first["statement"]
     halfway = statement("halfway", ckpts, ckpts[1:2], ctx)
     assert halfway["picks"][0]["verdict"] == "unmeasured" and "keeps no per-sample evidence" in halfway["statement"]
+
+
+# ---------------------------------------------------------------- the flag on every command
+
+
+def test_budget_flag_reaches_the_config_of_run_and_study_and_the_context_of_select(run_copy, tmp_path, capsys):
+    from ckptkd.cli import _overrides, build_parser, main
+    from ckptkd.config import StudyConfig, load_config
+
+    parser = build_parser()
+    run_cfg = load_config(RunConfig, None, _overrides(parser.parse_args(["run", "--budget", "0.5"])))
+    assert run_cfg.select.budget == 0.5 and load_config(RunConfig, None, {}).select.budget == 1.0
+    study = tmp_path / "study.yaml"
+    study.write_text("name: tiny\ndata: {spec: digits}\n")
+    args = parser.parse_args(["study", str(study), "--budget", "2.5"])
+    assert load_config(StudyConfig, args.config_file, _overrides(args)).budget == 2.5
+    # select: --budget decides what the verdict may spend; 0 compares nothing and says so
+    argv = ["select", str(run_copy.path), "--policy", "val-nll-1se", "--student-model", "mlp_xs", "--student-epochs",
+            "2", "--json", "--quiet"]
+    assert main([*argv, "--budget", "0"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["budget"] == 0 and out["distillations"] == 0 and out["recommendation"]["evidence"] is None
+    assert "budget leaves 0.00" in out["recommendation"]["reason"]
+    assert out["confidence"]["picks"][0]["epoch"] == out["chosen"][0]["epoch"]
+
+
+def test_select_prints_the_confidence_and_the_verdict_with_the_pick(run_copy, capsys):
+    from ckptkd.cli import main
+
+    assert main(["select", str(run_copy.path), "--policy", "val-nll", "--quiet"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    chosen = next(i for i, line in enumerate(lines) if line.startswith("chosen (val-nll, k=1): epoch "))
+    assert lines[chosen + 1].startswith("confidence: epoch ")
+    assert lines[chosen + 2] == ("verdict: distil: no KD was not compared (selection has no student settings); give a "
+                                 "student section in --config or --student-model to compare it")
+    assert lines[chosen + 3] == "spent 0.00 of a budget of 1.00 distillations"
