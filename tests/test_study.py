@@ -66,6 +66,8 @@ def test_every_registered_policy_is_measured_with_its_picks_and_cost(finished_st
     assert measured["last"]["pick"] == [3] and measured["last"]["cost_s"] == 0
     assert measured["proxy"]["cost_s"] > 0  # it distilled proxy students
     assert measured["proxy"]["distillations"] == pytest.approx(3.0) and measured["mi"]["distillations"] == 0
+    assert measured["last"]["confidence"]["picks"] == [{"epoch": 3, "vs": 3, "verdict": "last"}]
+    assert all(r["confidence"]["picks"][0]["epoch"] == r["pick"][0] for r in measured.values())
 
 
 def test_a_policy_over_the_study_budget_is_recorded_with_its_refusal(finished_study):

@@ -53,11 +53,14 @@ def selection_context(cfg: StudyConfig, root: Path, device="cpu") -> SelectionCo
 
 def selection(cfg: StudyConfig, root: Path, trajectory: list, device: str) -> dict[str, dict]:
     """Every policy's scores on the trajectory, its single pick, its snapshot ensemble of
-    ``ensemble_size`` checkpoints (never two neighbours) and its cost in wall seconds.
+    ``ensemble_size`` checkpoints (never two neighbours), its cost in wall seconds and in
+    distillations, and its statement of confidence (``ckptkd.select.confidence``).
 
     A policy that cannot run on this study (e.g. one that needs a validation split the study
     does not carve) is recorded with its error instead.
     """
+    from ..select.confidence import statement
+
     ctx = selection_context(cfg, root, device)
     (root / "selection").mkdir(exist_ok=True)
     out = {}
@@ -71,7 +74,8 @@ def selection(cfg: StudyConfig, root: Path, trajectory: list, device: str) -> di
         ensemble = top_k(trajectory, scores, cfg.ensemble_size, 2 * cfg.teacher.save_every)
         out[name] = {"scores": scores, "pick": [c.epoch for c in pick], "ensemble": [c.epoch for c in ensemble],
                      "cost_s": get_policy(name).cost_s(trajectory, ctx),
-                     "distillations": get_policy(name).spend(trajectory, ctx).distillations}
+                     "distillations": get_policy(name).spend(trajectory, ctx).distillations,
+                     "confidence": statement(name, trajectory, pick, ctx)}
     return out
 
 
