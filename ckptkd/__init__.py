@@ -8,8 +8,7 @@ each checkpoint, choose the teacher (or a snapshot ensemble) by Algorithm 1, dis
     data = ckptkd.load_dataset("mnist1d")
     teacher, _ = ckptkd.train(data, ckptkd.StageConfig(model="cnn1d_l", epochs=20, save_every=2), run=run)
 """
-__version__ = "0.1.0"
-
+from . import info, study  # noqa: F401  (with data, models, select below: every registry checks its config names)
 from .config import (DataConfig, DistillConfig, InfoConfig, KDConfig, ProxyConfig, RunConfig, SelectConfig,
                      StageConfig, TrainConfig, load_config)
 from .data import Dataset, load_dataset
@@ -20,6 +19,7 @@ from .select import SelectionContext, choose
 from .teacher import Teacher
 from .train import CrossEntropy, evaluate, fit, train
 from .trajectory import Checkpoint, Run, Trajectory, load_model, open_checkpoint, open_trajectory
+from .version import __version__
 
 __all__ = [
     "DataConfig", "DistillConfig", "InfoConfig", "KDConfig", "ProxyConfig", "RunConfig", "SelectConfig", "StageConfig",
@@ -27,7 +27,7 @@ __all__ = [
     "CkptkdError", "create_model", "list_models", "penultimate", "register_model", "choose", "SelectionContext",
     "CrossEntropy", "evaluate", "fit", "train", "Checkpoint", "Run", "Trajectory", "load_model", "open_checkpoint",
     "open_trajectory",
-    "analyze", "run_pipeline",
+    "analyze", "run_pipeline", "__version__",
 ]
 
 

@@ -1,7 +1,9 @@
-"""Typed configs, and the one place where they are parsed and validated.
+"""Typed configs: how they are parsed, and their type and range checks.
 
 YAML files mirror the CLI flags: each section is a dataclass, each key a field. Unknown
-keys, wrong types and out-of-range values are ``CkptkdError``s that name the key.
+keys, wrong types and out-of-range values are ``CkptkdError``s that name the key. Names that
+a registry owns (a policy, an estimator, a noise kind) are checked by that registry, with a
+function it adds here (``checks``): this module sits below every layer and imports none.
 """
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import yaml
 
@@ -189,7 +191,7 @@ class StudyConfig:
     snapshot_policies: list[str] = field(default_factory=lambda: ["mi", "best-val", "val-nll", "val-nll-1se"])
     proxy: ProxyConfig = field(default_factory=ProxyConfig)  # policy proxy's budget
     budget: float = 1.0  # what each policy (and the verdict) may spend, in full distillations (0: probes only)
-    device: str = "auto"
+    device: str = "auto"  # checked here; the rest of a study's checks: ckptkd.study.runner
 
 
 # ---------------------------------------------------------------- parsing
@@ -320,106 +322,86 @@ def load_config(cls, path: str | Path | None, overrides: dict | None = None):
 # ---------------------------------------------------------------- validation
 
 
-def _check(cond: bool, message: str) -> None:
+# A registry checks the names it owns, with @checks(Section) in its own module (ckptkd.data.noise:
+# data.label_noise_kind; info.registry: info.estimator; select.choose: select.policy); a new one
+# joins the same way. A study's checks, which know how it uses seeds and checkpoints, are in
+# ckptkd.study.runner. ckptkd/__init__.py imports all of them, and runs before this module does.
+_REGISTRY_CHECKS: dict[type, list[Callable[[Any], None]]] = {}
+
+
+def checks(cls: type):
+    """Decorator: ``fn(section)`` runs on every ``cls`` section ``from_dict`` builds, after its range checks."""
+    def add(fn: Callable[[Any], None]) -> Callable[[Any], None]:
+        _REGISTRY_CHECKS.setdefault(cls, []).append(fn)
+        return fn
+
+    return add
+
+
+def check(cond: bool, message: str) -> None:
     if not cond:
         raise CkptkdError(message)
 
 
-def _one_of(key: str, value: str, choices) -> None:
-    _check(value in choices, f"{key} must be one of {', '.join(choices)}, got {value!r}{closest(value, choices)}")
+def one_of(key: str, value: str, choices) -> None:
+    check(value in choices, f"{key} must be one of {', '.join(choices)}, got {value!r}{closest(value, choices)}")
 
 
-def _check_budget(value: float, key: str) -> None:
-    _check(math.isfinite(value) and value >= 0, f"{key} must be a number of full distillations >= 0 (e.g. 1; 0 "
-                                                f"means probes only), got {value!r}")
+def check_budget(value: float, key: str) -> None:
+    """A selection budget: a finite number of full distillations >= 0 (ckptkd.select.budget)."""
+    check(math.isfinite(value) and value >= 0, f"{key} must be a number of full distillations >= 0 (e.g. 1; 0 "
+                                               f"means probes only), got {value!r}")
 
 
 def validate(cfg, where: str = "") -> None:
-    """Range checks for every config type; called by ``from_dict`` on each section."""
+    """A section's range checks, then its registries' (``checks``); ``from_dict`` calls it on each section."""
     if isinstance(cfg, DataConfig):
-        _check(cfg.num_samples >= 20, f"data.num_samples must be at least 20, got {cfg.num_samples}")
-        _check(0 < cfg.test_fraction < 1, f"data.test_fraction must be in (0, 1), got {cfg.test_fraction}")
-        _check(cfg.image_size is None or cfg.image_size > 0, "data.image_size must be positive")
-        _check(0 <= cfg.label_noise < 1, f"data.label_noise must be in [0, 1), got {cfg.label_noise}")
-        from .data.noise import MAX_SHARE, NOISE_KINDS  # the registry: a new kind needs no edit here
-
-        _one_of("data.label_noise_kind", cfg.label_noise_kind, list(NOISE_KINDS))
-        top = MAX_SHARE.get(cfg.label_noise_kind, 1)
-        _check(cfg.label_noise < top, f"data.label_noise must be below {top} for {cfg.label_noise_kind} noise (at "
-               f"{top} the flipped class outnumbers the true one), got {cfg.label_noise}")
-        _check(0 <= cfg.val_fraction < 1, f"data.val_fraction must be in [0, 1), got {cfg.val_fraction}")
-        _one_of("data.augment", augment_choice(cfg.augment), AUGMENT_CHOICES)
-        _check(cfg.workers >= 0, f"data.workers must be >= 0, got {cfg.workers}")
+        check(cfg.num_samples >= 20, f"data.num_samples must be at least 20, got {cfg.num_samples}")
+        check(0 < cfg.test_fraction < 1, f"data.test_fraction must be in (0, 1), got {cfg.test_fraction}")
+        check(cfg.image_size is None or cfg.image_size > 0, "data.image_size must be positive")
+        check(0 <= cfg.label_noise < 1, f"data.label_noise must be in [0, 1), got {cfg.label_noise}")
+        check(0 <= cfg.val_fraction < 1, f"data.val_fraction must be in [0, 1), got {cfg.val_fraction}")
+        one_of("data.augment", augment_choice(cfg.augment), AUGMENT_CHOICES)
+        check(cfg.workers >= 0, f"data.workers must be >= 0, got {cfg.workers}")
     elif isinstance(cfg, StageConfig):
         at = f"{where}." if where else ""  # teacher., student. or train.
-        _check(cfg.epochs > 0, f"{at}epochs must be a positive integer, got {cfg.epochs}")
-        _check(cfg.batch_size > 1, f"{at}batch_size must be at least 2 (BatchNorm needs it), got {cfg.batch_size}")
-        _check(cfg.lr > 0, f"{at}lr must be positive, got {cfg.lr}")
-        _check(0 <= cfg.momentum < 1, f"{at}momentum must be in [0, 1), got {cfg.momentum}")
-        _check(cfg.weight_decay >= 0, f"{at}weight_decay must be >= 0, got {cfg.weight_decay}")
-        _one_of(f"{at}schedule", cfg.schedule, ("cosine", "multistep"))
-        _check(cfg.save_every >= 0, f"{at}save_every must be >= 0, got {cfg.save_every}")
-        _check(0 < cfg.gamma <= 1, f"{at}gamma must be in (0, 1], got {cfg.gamma}")
+        check(cfg.epochs > 0, f"{at}epochs must be a positive integer, got {cfg.epochs}")
+        check(cfg.batch_size > 1, f"{at}batch_size must be at least 2 (BatchNorm needs it), got {cfg.batch_size}")
+        check(cfg.lr > 0, f"{at}lr must be positive, got {cfg.lr}")
+        check(0 <= cfg.momentum < 1, f"{at}momentum must be in [0, 1), got {cfg.momentum}")
+        check(cfg.weight_decay >= 0, f"{at}weight_decay must be >= 0, got {cfg.weight_decay}")
+        one_of(f"{at}schedule", cfg.schedule, ("cosine", "multistep"))
+        check(cfg.save_every >= 0, f"{at}save_every must be >= 0, got {cfg.save_every}")
+        check(0 < cfg.gamma <= 1, f"{at}gamma must be in (0, 1], got {cfg.gamma}")
     elif isinstance(cfg, KDConfig):
-        _check(cfg.temperature > 0, f"kd.temperature must be positive, got {cfg.temperature}")
-        _check(0 <= cfg.alpha <= 1, f"kd.alpha must be in [0, 1], got {cfg.alpha}")
-        _one_of("kd.combine", cfg.combine, ("logits", "probs"))
+        check(cfg.temperature > 0, f"kd.temperature must be positive, got {cfg.temperature}")
+        check(0 <= cfg.alpha <= 1, f"kd.alpha must be in [0, 1], got {cfg.alpha}")
+        one_of("kd.combine", cfg.combine, ("logits", "probs"))
     elif isinstance(cfg, SelectConfig):
-        from .select import POLICIES, parse_policy  # the registry: a new policy needs no edit here
-
-        for part in cfg.policy.split("+"):
-            _check(part in POLICIES, f"select.policy must be one of {', '.join(POLICIES)} (or a+b), "
-                                     f"got {cfg.policy!r}{closest(part, POLICIES)}")
-        _check("explicit" not in cfg.policy.split("+") or cfg.checkpoints,
-               "select.policy explicit needs select.checkpoints (a list of epochs)")
-        parse_policy(cfg.policy, k=cfg.k, epochs=cfg.checkpoints)
-        _check(cfg.k >= 1, f"select.k must be at least 1, got {cfg.k}")
-        _check(cfg.min_spacing >= 0, f"select.min_spacing must be >= 0, got {cfg.min_spacing}")
-        _check_budget(cfg.budget, "select.budget")
+        check(cfg.k >= 1, f"select.k must be at least 1, got {cfg.k}")
+        check(cfg.min_spacing >= 0, f"select.min_spacing must be >= 0, got {cfg.min_spacing}")
+        check_budget(cfg.budget, "select.budget")
     elif isinstance(cfg, ProxyConfig):
-        _check(0 < cfg.epoch_fraction <= 1, f"select.proxy.epoch_fraction must be in (0, 1], got {cfg.epoch_fraction}")
-        _check(0 < cfg.data_fraction <= 1, f"select.proxy.data_fraction must be in (0, 1], got {cfg.data_fraction}")
+        check(0 < cfg.epoch_fraction <= 1, f"select.proxy.epoch_fraction must be in (0, 1], got {cfg.epoch_fraction}")
+        check(0 < cfg.data_fraction <= 1, f"select.proxy.data_fraction must be in (0, 1], got {cfg.data_fraction}")
     elif isinstance(cfg, KDEParams):
-        _check(cfg.noise_fraction > 0, f"info.kde.noise_fraction must be positive, got {cfg.noise_fraction}")
+        check(cfg.noise_fraction > 0, f"info.kde.noise_fraction must be positive, got {cfg.noise_fraction}")
     elif isinstance(cfg, RenyiParams):
-        _check(cfg.alpha > 0 and cfg.alpha != 1, f"info.renyi.alpha must be positive and not 1, got {cfg.alpha}")
-        _check(cfg.subset >= 10 and cfg.repeats >= 1, "info.renyi.subset must be at least 10 and repeats at least 1")
+        check(cfg.alpha > 0 and cfg.alpha != 1, f"info.renyi.alpha must be positive and not 1, got {cfg.alpha}")
+        check(cfg.subset >= 10 and cfg.repeats >= 1, "info.renyi.subset must be at least 10 and repeats at least 1")
     elif isinstance(cfg, BinningParams):
-        _check(cfg.bins >= 2, f"info.binning.bins must be at least 2, got {cfg.bins}")
+        check(cfg.bins >= 2, f"info.binning.bins must be at least 2, got {cfg.bins}")
     elif isinstance(cfg, InfoConfig):
-        from .info.registry import ESTIMATORS  # the names come from the registry
-
-        _one_of("info.estimator", cfg.estimator, tuple(ESTIMATORS))
-        _one_of("info.features", cfg.features, ("penultimate", "logits", "softmax"))
-        _one_of("info.scaling", cfg.scaling, ("minmax", "ceiling", "raw"))
-        _check(cfg.tau > 0, f"info.tau must be positive, got {cfg.tau}")
-        _check(cfg.probe_size >= 10, f"info.probe_size must be at least 10, got {cfg.probe_size}")
-        _check(cfg.weight_x >= 0 and cfg.weight_y >= 0 and cfg.weight_x + cfg.weight_y > 0,
-               "info.weight_x and info.weight_y must be >= 0 and not both 0")
+        one_of("info.features", cfg.features, ("penultimate", "logits", "softmax"))
+        one_of("info.scaling", cfg.scaling, ("minmax", "ceiling", "raw"))
+        check(cfg.tau > 0, f"info.tau must be positive, got {cfg.tau}")
+        check(cfg.probe_size >= 10, f"info.probe_size must be at least 10, got {cfg.probe_size}")
+        check(cfg.weight_x >= 0 and cfg.weight_y >= 0 and cfg.weight_x + cfg.weight_y > 0,
+              "info.weight_x and info.weight_y must be >= 0 and not both 0")
     elif isinstance(cfg, StudyConfig):
-        _check_budget(cfg.budget, "budget")
-        _check(len(cfg.teacher_seeds) >= 1, "study teacher_seeds needs at least one seed")
-        _check(len(set(cfg.teacher_seeds)) == len(cfg.teacher_seeds), "study teacher_seeds must be distinct")
-        _check(len(cfg.student_seeds) >= 1 and len(set(cfg.student_seeds)) == len(cfg.student_seeds),
-               "study student_seeds must be one or more distinct seeds")
-        _check(2 <= cfg.ensemble_size <= len(cfg.teacher_seeds),
-               f"study ensemble_size must be between 2 and the number of teacher_seeds ({len(cfg.teacher_seeds)}), "
-               f"got {cfg.ensemble_size}; add teacher seeds for a bigger full ensemble")
-        from .info.registry import ESTIMATORS
-
-        for e in cfg.estimators:
-            _one_of("study estimators", e, tuple(ESTIMATORS))
-        from .select import POLICIES
-
-        scoring = [n for n, p in POLICIES.items() if not p.takes_epochs]
-        for name in cfg.policies + cfg.snapshot_policies:
-            _check(name in scoring, f"study policies must be policies that score checkpoints ({', '.join(scoring)}), "
-                                    f"got {name!r}{closest(name, scoring)}")
-        _check(cfg.teacher.save_every > 0, "study teacher.save_every must be positive: the study needs checkpoints")
-        saves = cfg.teacher.epochs // cfg.teacher.save_every
-        _check(saves >= 2 * cfg.ensemble_size - 1,
-               f"study teacher saves {saves} checkpoints, too few for a snapshot ensemble of {cfg.ensemble_size} "
-               f"without neighbours (needs {2 * cfg.ensemble_size - 1}); lower teacher.save_every")
+        check_budget(cfg.budget, "budget")
+    for registry_check in _REGISTRY_CHECKS.get(type(cfg), ()):
+        registry_check(cfg)
     if hasattr(cfg, "device"):
-        _check(cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:"),
-               f"device must be auto, cpu or cuda[:N], got {cfg.device!r}")
+        check(cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:"),
+              f"device must be auto, cpu or cuda[:N], got {cfg.device!r}")

@@ -145,6 +145,14 @@ MUTATIONS = [
     Mutation("confidence-no-band", "the confidence statement calls any difference from last a lead",
              "ckptkd/select/confidence.py", '    verdict = "tied" if abs(d) <= se else', '    verdict = "tied" if d == 0 else',
              ("tests/test_select_verdict.py",)),
+    Mutation("config-imports-a-registry", "config reads the policy registry again (a lazy import: an import circle)",
+             "ckptkd/config.py", "    for registry_check in _REGISTRY_CHECKS.get(type(cfg), ()):\n",
+             "    from .select import POLICIES  # noqa: F401\n"
+             "    for registry_check in _REGISTRY_CHECKS.get(type(cfg), ()):\n",
+             ("tests/test_imports.py",)),
+    Mutation("registry-checks-skipped", "config names no registry holds are accepted (a typo'd policy runs nothing)",
+             "ckptkd/config.py", "        registry_check(cfg)\n", "        pass\n",
+             ("tests/test_imports.py", "tests/test_select.py::test_config_validation_reads_the_registry")),
 ]
 
 

@@ -10,7 +10,7 @@ import argparse
 import sys
 import traceback
 
-from .. import __version__
+from ..version import __version__
 from ..config import SelectConfig
 from ..data.registry import dataset_names
 from ..errors import CkptkdError

@@ -19,6 +19,7 @@ import torch
 
 from ..config import DataConfig, augment_choice
 from ..errors import CkptkdError, warn
+from . import sources  # noqa: F401  (each source registers itself)
 from .augment import Augment, choose_augment
 from .noise import flip_labels
 from .registry import list_sources, register_source, resolve

@@ -16,6 +16,8 @@ from typing import Callable
 
 import numpy as np
 
+from ..config import DataConfig, check, checks, one_of
+
 NoiseKind = Callable[[np.ndarray, int, np.ndarray, np.random.Generator], np.ndarray]
 
 
@@ -29,6 +31,14 @@ def pair(y: np.ndarray, num_classes: int, picked: np.ndarray, rng: np.random.Gen
 
 NOISE_KINDS: dict[str, NoiseKind] = {"symmetric": symmetric, "pair": pair}
 MAX_SHARE = {"pair": 0.5}  # at or above it the flipped class outnumbers the true one
+
+
+@checks(DataConfig)
+def _check_noise_kind(cfg: DataConfig) -> None:
+    one_of("data.label_noise_kind", cfg.label_noise_kind, list(NOISE_KINDS))
+    top = MAX_SHARE.get(cfg.label_noise_kind, 1)
+    check(cfg.label_noise < top, f"data.label_noise must be below {top} for {cfg.label_noise_kind} noise (at "
+          f"{top} the flipped class outnumbers the true one), got {cfg.label_noise}")
 
 
 def flip_labels(y: np.ndarray, num_classes: int, share: float, seed: int, kind: str = "symmetric") -> np.ndarray:

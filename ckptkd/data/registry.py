@@ -11,8 +11,11 @@ or ``None`` where only the array shape can tell (4-D: grid, 3-D: signal).
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Callable
+
+import numpy as np
 
 from ..errors import CkptkdError, closest
 
@@ -47,18 +50,31 @@ def register_source(name: str, *, kind: str | None, arg: str | None = None, stre
     return add
 
 
-def _user_function(arg: str, cfg):
-    from .sources import user_function
+def user_function(spec: str):
+    """``module.path:function`` returning (x, y, x_test, y_test) arrays or tensors."""
+    module_name, fn_name = spec.rsplit(":", 1)
+    try:
+        fn = getattr(importlib.import_module(module_name), fn_name)
+    except (ImportError, AttributeError) as e:
+        raise CkptkdError(f"cannot import dataset {spec!r} ({e}); give module.path:function importable from PYTHONPATH") from None
+    out = fn()
+    if not (isinstance(out, (tuple, list)) and len(out) == 4):
+        raise CkptkdError(f"dataset function {spec!r} must return (x, y, x_test, y_test)")
+    arrays = [np.asarray(a.numpy() if hasattr(a, "numpy") else a) for a in out]
+    return tuple(arrays)
 
+
+def _user_function(arg: str, cfg):
     return user_function(arg)
 
 
+# the built-in sources (ckptkd/data/sources.py) import this module and register themselves; the
+# package's __init__ imports them, so this module imports no source (timm's _registry.py)
 USER = Source("module.path", _user_function, kind=None, arg="function")
 
 
 def list_sources() -> list[Source]:
     """The registered sources in registration order, then ``module.path:function``."""
-    _load_builtins()
     return [*_SOURCES.values(), USER]
 
 
@@ -68,7 +84,6 @@ def dataset_names() -> str:
 
 def resolve(spec: str) -> tuple[Source, str]:
     """The source named by ``spec`` and its argument (for a user function: the whole spec)."""
-    _load_builtins()
     name, colon, arg = spec.partition(":")
     source = _SOURCES.get(name)
     if source is not None and bool(arg) == bool(source.arg):
@@ -78,7 +93,3 @@ def resolve(spec: str) -> tuple[Source, str]:
     if arg and name:
         return USER, spec
     raise CkptkdError(f"unknown dataset {spec!r}{closest(name, _SOURCES)}; use one of {dataset_names()}")
-
-
-def _load_builtins() -> None:
-    from . import sources  # noqa: F401  (its @register_source decorators)

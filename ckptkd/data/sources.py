@@ -6,7 +6,6 @@ left on disk, decoded per batch) when the source streams and ``data.stream`` ask
 from __future__ import annotations
 
 import hashlib
-import importlib
 import os
 from pathlib import Path
 
@@ -97,20 +96,6 @@ def npz(path: str):
         raise CkptkdError(f"npz file {path!r} cannot be read safely ({e}); save plain numeric arrays") from None
     except (OSError, EOFError) as e:
         raise CkptkdError(f"npz file {path!r} is not a readable .npz archive ({e})") from None
-    return tuple(arrays)
-
-
-def user_function(spec: str):
-    """``module.path:function`` returning (x, y, x_test, y_test) arrays or tensors."""
-    module_name, fn_name = spec.rsplit(":", 1)
-    try:
-        fn = getattr(importlib.import_module(module_name), fn_name)
-    except (ImportError, AttributeError) as e:
-        raise CkptkdError(f"cannot import dataset {spec!r} ({e}); give module.path:function importable from PYTHONPATH") from None
-    out = fn()
-    if not (isinstance(out, (tuple, list)) and len(out) == 4):
-        raise CkptkdError(f"dataset function {spec!r} must return (x, y, x_test, y_test)")
-    arrays = [np.asarray(a.numpy() if hasattr(a, "numpy") else a) for a in out]
     return tuple(arrays)
 
 

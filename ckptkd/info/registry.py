@@ -12,7 +12,7 @@ from dataclasses import asdict, is_dataclass
 
 import torch
 
-from ..config import InfoConfig
+from ..config import InfoConfig, checks, one_of
 from ..errors import CkptkdError, closest
 from .estimators import binning_mi, categorical_mi, kde_mi, renyi_ixf, renyi_iyf
 
@@ -49,6 +49,11 @@ def get_estimator(name: str) -> Estimator:
     if name not in ESTIMATORS:
         raise CkptkdError(f"unknown estimator {name!r}{closest(name, ESTIMATORS)}; use one of {', '.join(ESTIMATORS)}")
     return ESTIMATORS[name]
+
+
+@checks(InfoConfig)
+def _check_estimator_name(info: InfoConfig) -> None:
+    one_of("info.estimator", info.estimator, tuple(ESTIMATORS))
 
 
 def key_params(info: InfoConfig) -> dict:

@@ -14,6 +14,8 @@ from torch import nn
 
 from ..errors import CkptkdError, closest
 
+# each architecture module imports this one and registers its models; ckptkd/models/__init__.py
+# imports them all, so this module imports no model (timm's _registry.py)
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
 
@@ -28,13 +30,11 @@ def register_model(name: str):
 
 
 def list_models() -> list[str]:
-    _load_builtins()
     return sorted(_REGISTRY)
 
 
 def create_model(spec: str, num_classes: int, in_shape: tuple[int, ...]) -> nn.Module:
     """Build the model named by ``spec`` for ``num_classes`` classes and inputs of ``in_shape``."""
-    _load_builtins()
     in_shape = tuple(int(s) for s in in_shape)
     if spec in _REGISTRY:
         model = _REGISTRY[spec](num_classes=num_classes, in_shape=in_shape)
@@ -96,8 +96,3 @@ def _torchvision(name: str, num_classes: int) -> nn.Module:
         return tvm.get_model(name, weights=None, num_classes=num_classes)
     except ValueError:
         raise CkptkdError(f"torchvision has no model {name!r}{closest(name, tvm.list_models())}") from None
-
-
-def _load_builtins() -> None:
-    # importing the architecture modules runs their @register_model decorators
-    from . import small, resnet, wrn, mobilenetv2, shufflenetv2  # noqa: F401

@@ -13,7 +13,7 @@ import re
 import time
 from typing import Callable, Iterable
 
-from .. import __version__
+from ..version import __version__
 
 CSS = """
 :root { color-scheme: light; }

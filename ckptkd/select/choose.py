@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Mapping, Sequence
 
-from ..errors import CkptkdError
+from ..config import SelectConfig, check, checks
+from ..errors import CkptkdError, closest
 from ..trajectory import Checkpoint
 from .base import POLICIES, get_policy
 from .picks import by_epochs, check_k, top_k
@@ -30,6 +31,17 @@ def parse_policy(spec: str, *, k: int = 1, epochs: Sequence[int] = ()) -> list[s
             raise CkptkdError(f"policy {spec!r} with k={k} is ambiguous: explicit gives its epochs whatever k is; "
                               "use k=1, or list every epoch under explicit")
     return parts
+
+
+@checks(SelectConfig)
+def _check_policy_names(cfg: SelectConfig) -> None:
+    """``select.policy`` names registered policies, and means one thing (``parse_policy``)."""
+    for part in cfg.policy.split("+"):
+        check(part in POLICIES, f"select.policy must be one of {', '.join(POLICIES)} (or a+b), "
+                                f"got {cfg.policy!r}{closest(part, POLICIES)}")
+    check("explicit" not in cfg.policy.split("+") or cfg.checkpoints,
+          "select.policy explicit needs select.checkpoints (a list of epochs)")
+    parse_policy(cfg.policy, k=cfg.k, epochs=cfg.checkpoints)
 
 
 def policy_scores(name: str, ckpts: Sequence[Checkpoint], ctx: "SelectionContext | None" = None) -> list[float]:

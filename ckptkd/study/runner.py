@@ -21,9 +21,10 @@ import yaml
 from tqdm import tqdm
 
 from .. import parallel
-from ..config import SelectConfig, StudyConfig, to_dict
-from ..errors import CkptkdError
+from ..config import SelectConfig, StudyConfig, check, checks, one_of, to_dict
+from ..errors import CkptkdError, closest
 from ..info.analyze import analyze
+from ..info.registry import ESTIMATORS
 from ..io import atomic_write, make_folder, occupied, read_json, write_json
 from ..select import POLICIES, SelectionContext, get_policy, halfway, last, policy_scores, top_k
 from ..trajectory import Run
@@ -37,7 +38,35 @@ def teacher_cells(cfg: StudyConfig) -> list[Cell]:
 
 def study_policies(cfg: StudyConfig) -> list[str]:
     """The policies a study measures: ``cfg.policies``, or every registered one that scores checkpoints."""
-    return list(cfg.policies) or [name for name, p in POLICIES.items() if not p.takes_epochs]
+    return list(cfg.policies) or scoring_policies()
+
+
+def scoring_policies() -> list[str]:
+    return [name for name, p in POLICIES.items() if not p.takes_epochs]
+
+
+@checks(StudyConfig)
+def _check_study(cfg: StudyConfig) -> None:
+    """What a study needs of its config: seeds, a full ensemble, checkpoints enough for snapshot
+    ensembles without neighbours, registered estimators and policies that score checkpoints."""
+    check(len(cfg.teacher_seeds) >= 1, "study teacher_seeds needs at least one seed")
+    check(len(set(cfg.teacher_seeds)) == len(cfg.teacher_seeds), "study teacher_seeds must be distinct")
+    check(len(cfg.student_seeds) >= 1 and len(set(cfg.student_seeds)) == len(cfg.student_seeds),
+          "study student_seeds must be one or more distinct seeds")
+    check(2 <= cfg.ensemble_size <= len(cfg.teacher_seeds),
+          f"study ensemble_size must be between 2 and the number of teacher_seeds ({len(cfg.teacher_seeds)}), "
+          f"got {cfg.ensemble_size}; add teacher seeds for a bigger full ensemble")
+    for e in cfg.estimators:
+        one_of("study estimators", e, tuple(ESTIMATORS))
+    scoring = scoring_policies()
+    for name in cfg.policies + cfg.snapshot_policies:
+        check(name in scoring, f"study policies must be policies that score checkpoints ({', '.join(scoring)}), "
+                               f"got {name!r}{closest(name, scoring)}")
+    check(cfg.teacher.save_every > 0, "study teacher.save_every must be positive: the study needs checkpoints")
+    saves = cfg.teacher.epochs // cfg.teacher.save_every
+    check(saves >= 2 * cfg.ensemble_size - 1,
+          f"study teacher saves {saves} checkpoints, too few for a snapshot ensemble of {cfg.ensemble_size} "
+          f"without neighbours (needs {2 * cfg.ensemble_size - 1}); lower teacher.save_every")
 
 
 def selection_context(cfg: StudyConfig, root: Path, device="cpu") -> SelectionContext:
