@@ -133,6 +133,7 @@ class SelectConfig:
     min_spacing: int = 0  # with k > 1: minimum epochs between picked checkpoints
     checkpoints: list[int] = field(default_factory=list)  # policy explicit: epochs to use
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    budget: float = 1.0  # what selection may spend, in full distillations (0: probes only); ckptkd.select.budget
 
 
 @dataclass
@@ -191,6 +192,7 @@ class StudyConfig:
     # policies' ensemble picks are reported, with a student where one of these cells has it
     snapshot_policies: list[str] = field(default_factory=lambda: ["mi", "best-val", "val-nll", "val-nll-1se"])
     proxy: ProxyConfig = field(default_factory=ProxyConfig)  # policy proxy's budget
+    budget: float = 1.0  # what each policy (and the verdict) may spend, in full distillations (0: probes only)
     device: str = "auto"  # checked here; the rest of a study's checks: ckptkd.study.runner
 
 
@@ -357,6 +359,12 @@ def one_of(key: str, value: str, choices) -> None:
     check(value in choices, f"{key} must be one of {', '.join(choices)}, got {value!r}{closest(value, choices)}")
 
 
+def check_budget(value: float, key: str) -> None:
+    """A selection budget: a finite number of full distillations >= 0 (ckptkd.select.budget)."""
+    check(math.isfinite(value) and value >= 0, f"{key} must be a number of full distillations >= 0 (e.g. 1; 0 "
+                                               f"means probes only), got {value!r}")
+
+
 def validate(cfg, where: str = "") -> None:
     """A section's range checks, then its registries' (``checks``); ``from_dict`` calls it on each section."""
     if isinstance(cfg, DataConfig):
@@ -384,6 +392,7 @@ def validate(cfg, where: str = "") -> None:
     elif isinstance(cfg, SelectConfig):
         check(cfg.k >= 1, f"select.k must be at least 1, got {cfg.k}")
         check(cfg.min_spacing >= 0, f"select.min_spacing must be >= 0, got {cfg.min_spacing}")
+        check_budget(cfg.budget, "select.budget")
     elif isinstance(cfg, ProxyConfig):
         check(0 < cfg.epoch_fraction <= 1, f"select.proxy.epoch_fraction must be in (0, 1], got {cfg.epoch_fraction}")
         check(0 < cfg.data_fraction <= 1, f"select.proxy.data_fraction must be in (0, 1], got {cfg.data_fraction}")
@@ -401,6 +410,8 @@ def validate(cfg, where: str = "") -> None:
         check(cfg.probe_size >= 10, f"info.probe_size must be at least 10, got {cfg.probe_size}")
         check(cfg.weight_x >= 0 and cfg.weight_y >= 0 and cfg.weight_x + cfg.weight_y > 0,
               "info.weight_x and info.weight_y must be >= 0 and not both 0")
+    elif isinstance(cfg, StudyConfig):
+        check_budget(cfg.budget, "budget")
     for registry_check in _REGISTRY_CHECKS.get(type(cfg), ()):
         registry_check(cfg)
     if hasattr(cfg, "device"):

@@ -77,13 +77,33 @@ def _open_out(out: Path, cfg: RunConfig, overwrite: bool, resume: bool) -> None:
 def pick_teachers(cfg: RunConfig, teacher_run: Run, data: Dataset, device, progress: bool = True) -> list[Checkpoint]:
     """``cfg.select``'s checkpoints of the teacher's trajectory; the inputs the policy reads are
     cached in the teacher's run folder (rank 0 computes them, every rank gets the picks)."""
+    return choose_with_verdict(cfg, teacher_run, data, device, progress)[0]
+
+
+def choose_with_verdict(cfg: RunConfig, teacher_run: Run, data: Dataset, device,
+                        progress: bool = True) -> tuple[list[Checkpoint], dict, dict | None]:
+    """(picks, recommendation, confidence): ``cfg.select``'s checkpoints, the verdict on
+    distilling from them (``ckptkd.select.verdict``) within ``select.budget``, and the
+    statement of confidence of a single policy's pick (None for a union or explicit)."""
+    from .select import parse_policy
+    from .select.budget import check_budget
+    from .select.confidence import statement
+    from .select.verdict import recommend
+
     ckpts = teacher_run.checkpoints()
     ctx = SelectionContext.from_config(data, teacher_run.path, select=cfg.select, info=cfg.info, student=cfg.student,
                                        kd=cfg.kd, seed=cfg.seed, device=device, progress=progress)
-    epochs = parallel.main_only(lambda: [c.epoch for c in choose(
-        cfg.select.policy, ckpts, ctx, k=cfg.select.k, min_spacing=cfg.select.min_spacing,
-        epochs=cfg.select.checkpoints)])
-    return [c for c in ckpts if c.epoch in epochs]
+    sel = cfg.select
+
+    def decide():
+        parts = parse_policy(sel.policy, k=sel.k, epochs=sel.checkpoints)
+        spend = check_budget(parts, ckpts, ctx)
+        picks = choose(sel.policy, ckpts, ctx, k=sel.k, min_spacing=sel.min_spacing, epochs=sel.checkpoints)
+        conf = statement(sel.policy, ckpts, picks, ctx) if len(parts) == 1 and parts[0] != "explicit" else None
+        return [c.epoch for c in picks], recommend(picks, ctx, spent=spend.distillations), conf
+
+    epochs, verdict, conf = parallel.main_only(decide)
+    return [c for c in ckpts if c.epoch in epochs], verdict, conf
 
 
 def run_pipeline(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, resume: bool = False,
@@ -103,7 +123,7 @@ def run_pipeline(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, re
     teacher_run = _train_stage(out / "teacher", {"stage": "teacher", **conf}, cfg.teacher, data, cfg.seed,
                                device, resume, progress, "teacher")
     full = teacher_run.checkpoints()[-1]
-    chosen = pick_teachers(cfg, teacher_run, data, device, progress)
+    chosen, verdict, confidence = choose_with_verdict(cfg, teacher_run, data, device, progress)
 
     def label(ckpts: list[Checkpoint]) -> str:
         return ("epoch " if len(ckpts) == 1 else "epochs ") + "+".join(str(c.epoch) for c in ckpts)
@@ -127,6 +147,7 @@ def run_pipeline(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, re
     student_run = Run(out / "students" / ("full" if [c.epoch for c in chosen] == [full.epoch] else "chosen"))
     parallel.on_main(lambda: write_json(out / "pipeline.json", {
         "config": conf, "config_sha256": config_hash(conf), "status": "complete", "rows": [r.__dict__ for r in rows],
+        "recommendation": verdict, "confidence": confidence,
         "compression": asdict(measure_compression(student_run, chosen, data, f"{cfg.teacher.model} ({label(chosen)})",
                                                   cfg.kd.combine))}))
     return rows
@@ -138,6 +159,14 @@ def measure_compression(student_run: Run, teachers: list[Checkpoint], data: Data
     student = load_model(student_run.checkpoints()[-1], data.num_classes, data.in_shape)
     teacher = Teacher.from_checkpoints(teachers, data.num_classes, data.in_shape, combine)
     return compression(student, student_run.model, teacher, teacher_name, data.in_shape)
+
+
+def verdict_lines(out: str | Path) -> list[str]:
+    """The confidence of the pick and the verdict on distilling, as ``ckptkd run`` prints them."""
+    done = read_json(Path(out) / "pipeline.json")
+    lines = [f"confidence: {done['confidence']['statement']}"] if done.get("confidence") else []
+    verdict = done.get("recommendation")
+    return lines + ([f"verdict: {verdict['reason']}"] if verdict else [])
 
 
 def compression_line(out: str | Path) -> str:

@@ -279,10 +279,10 @@ RUN_CONFIG = {
 
 def table(stdout: str) -> list[str]:
     """The results table: the lines after the one that names the output folder, without the
-    compression line (its latencies are timings)."""
+    compression line (its latencies are timings) and the pick's confidence and verdict lines."""
     lines = stdout.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith("ckptkd run:")) + 1
-    return [line for line in lines[start:] if not line.startswith("compression:")]
+    return [line for line in lines[start:] if not line.startswith(("compression:", "confidence:", "verdict:"))]
 
 
 @pytest.fixture(scope="module")
@@ -303,6 +303,21 @@ def test_run_prints_the_comparison_table(finished_pipeline):
     assert re.match(r"full teacher\s+epoch 4\s", rows[1])
     result = json.loads((root / "a" / "pipeline.json").read_text())
     assert result["status"] == "complete" and len(result["rows"]) == 3
+
+
+def test_run_prints_the_verdict_and_pipeline_json_carries_it(finished_pipeline):
+    root, stdout = finished_pipeline
+    result = json.loads((root / "a" / "pipeline.json").read_text())
+    verdict, confidence = result["recommendation"], result["confidence"]
+    chosen = result["rows"][2]["teacher"]
+    assert verdict["distil"] is True and chosen == "epoch " + "+".join(str(e) for e in verdict["teacher"])
+    # a proxy of 1 of the student's 2 epochs costs 0.5 distillations: two pairs need 2.0, the budget is 1
+    assert verdict["reason"] == ("distil: no KD was not compared (2 paired proxy seeds would spend 2.00 "
+                                 "distillations and the budget leaves 1.00); raise --budget to 2.00 or more to "
+                                 "compare it")
+    lines = stdout.splitlines()
+    assert f"verdict: {verdict['reason']}" in lines and f"confidence: {confidence['statement']}" in lines
+    assert len(result["rows"]) == 3  # both students are still reported
 
 
 def test_run_ends_with_the_compression_line(finished_pipeline):

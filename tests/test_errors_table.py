@@ -139,6 +139,13 @@ def _many_checkpoints(tmp: Path):
                "--out", "many", "--quiet")
 
 
+def _two_checkpoints(tmp: Path):
+    """``two/``: a run on d.npz with two checkpoints, too short for a trajectory signal."""
+    _npz("d.npz")(tmp)
+    _ckptkd_in(tmp, "train", "--data", "npz:d.npz", "--model", "mlp_xs", "--epochs", "2", "--save-every", "1",
+               "--out", "two", "--quiet")
+
+
 def _images(name, layout=("c0", "c1"), extra: dict | None = None):
     """A folder of 8x8 PNGs, four per class folder of ``layout``; ``extra`` maps a path inside
     it to the bytes (or a function of the folder giving them) of one more file."""
@@ -501,10 +508,10 @@ CASES: list[Case] = [
          "info.estimator must be one of kde, renyi, categorical, binning, got 'kdee' (did you mean 'kde'?)"),
     Case("misspelt-policy", "a misspelt selection policy", _run("--policy", "bset-val"),
          "select.policy must be one of last, halfway, best-val, val-nll, val-nll-1se, mi, mi-val, iyf, iyf-val, proxy, "
-         "proxy-full, explicit (or a+b), got 'bset-val' (did you mean 'best-val'?)"),
+         "proxy-full, aum-fit, cl-fit, label-wave, explicit (or a+b), got 'bset-val' (did you mean 'best-val'?)"),
     Case("select-misspelt-policy", "a misspelt policy for `ckptkd select`", ["select", "run", "--policy", "val-nl"],
          "unknown policy 'val-nl' (did you mean 'val-nll'?); use one of last, halfway, best-val, val-nll, val-nll-1se, "
-         "mi, mi-val, iyf, iyf-val, proxy, proxy-full, explicit (ckptkd policies describes them)"),
+         "mi, mi-val, iyf, iyf-val, proxy, proxy-full, aum-fit, cl-fit, label-wave, explicit (ckptkd policies describes them)"),
     Case("explicit-without-epochs", "policy `explicit` without the epochs to use",
          ["select", "run", "--policy", "explicit"],
          "policy explicit needs the epochs to use (select.checkpoints, or --checkpoints E ...)"),
@@ -525,6 +532,25 @@ CASES: list[Case] = [
          "than classes", ["select", "many", "--policy", "proxy-full", "--student-model", "mlp_xs"],
          "policy proxy-full gives each of the 10 candidates 1/10 of the 27 training samples, fewer than one per "
          "class; save fewer checkpoints (a larger save_every) or use policy proxy", _many_checkpoints),
+    Case("budget-negative", "a negative selection budget (`--budget -1`)", ["select", "run", "--budget", "-1"],
+         "argument --budget: must be a number of full distillations >= 0 (e.g. 1; 0 means probes only), got '-1'; "
+         "see ckptkd select --help"),
+    Case("budget-not-a-number", "a selection budget that is not a number (`--budget lots`)",
+         _run("--budget", "lots"), "argument --budget: must be a number of full distillations >= 0 (e.g. 1; 0 "
+         "means probes only), got 'lots'; see ckptkd run --help"),
+    Case("budget-negative-in-config", "a negative `select.budget` in a config file", _run("--config", "job.yaml"),
+         "select.budget must be a number of full distillations >= 0 (e.g. 1; 0 means probes only), got -0.5",
+         _text("job.yaml", "select:\n  budget: -0.5\n")),
+    Case("budget-too-small", "a policy that would spend more than `--budget` allows (proxy students at budget 0.5)",
+         ["select", "run", "--policy", "proxy", "--student-model", "mlp_xs", "--student-epochs", "2",
+          "--budget", "0.5"],
+         "policy proxy would spend 1.50 distillations (3 candidates x 0.50 of the student's epochs x 1.00 of its "
+         "training data) and the budget is 0.50; raise --budget (select.budget) to 1.50 or more, or lower "
+         "select.proxy.epoch_fraction or select.proxy.data_fraction, or save fewer checkpoints"),
+    Case("trajectory-too-short", "a trajectory signal (`aum-fit`) on a run of two checkpoints",
+         ["select", "two", "--policy", "aum-fit", "--data", "npz:d.npz"],
+         "policy aum-fit reads the trajectory and needs at least 3 checkpoints, got 2; save more often (a smaller "
+         "save_every) or use a policy that scores single checkpoints (e.g. val-nll-1se)", _two_checkpoints),
     Case("val-fraction-one", "a validation split of the whole training set", _run("--config", "job.yaml"),
          "data.val_fraction must be in [0, 1), got 1.0", _text("job.yaml", "data:\n  val_fraction: 1\n")),
     Case("noise-kind-unknown", "a label noise kind that does not exist", _run("--config", "job.yaml"),
@@ -564,6 +590,13 @@ CASES: list[Case] = [
          ["select", "run", "-k", "2", "--min-spacing", "3", "--probe-size", "50"],
          "cannot pick 2 checkpoints at least 3 epochs apart: the trajectory allows at most 1; lower -k or "
          "--min-spacing"),
+    Case("study-budget-negative", "a negative budget for a study (`--budget -2`)",
+         ["study", "study.yaml", "--budget", "-2", "--out", "new"],
+         "argument --budget: must be a number of full distillations >= 0 (e.g. 1; 0 means probes only), got '-2'; "
+         "see ckptkd study --help", _text("study.yaml", "name: tiny\ndata: {spec: digits}\n")),
+    Case("study-budget-in-config", "a negative `budget` in a study config", ["study", "study.yaml", "--out", "new"],
+         "budget must be a number of full distillations >= 0 (e.g. 1; 0 means probes only), got -1.0",
+         _text("study.yaml", "name: tiny\ndata: {spec: digits}\nbudget: -1\n")),
     Case("zero-jobs", "`--jobs 0` for a study", ["study", "study.yaml", "--jobs", "0", "--out", "new"],
          "--jobs must be at least 1, got 0", _text("study.yaml", "name: tiny\ndata: {spec: digits}\n")),
     # ------------------------------------------------ output folders

@@ -19,6 +19,7 @@ TINY = {
     "teacher_seeds": [0, 1],
     "student_seeds": [0, 1],
     "estimators": ["kde", "categorical"],
+    "budget": 4,  # proxy's 3 candidates x 1 of 1 epoch cost 3 distillations; the verdict's pairs fit in the rest
 }
 
 
@@ -64,6 +65,41 @@ def test_every_registered_policy_is_measured_with_its_picks_and_cost(finished_st
         assert p["cost_s"] >= 0, name
     assert measured["last"]["pick"] == [3] and measured["last"]["cost_s"] == 0
     assert measured["proxy"]["cost_s"] > 0  # it distilled proxy students
+    assert measured["proxy"]["distillations"] == pytest.approx(3.0) and measured["mi"]["distillations"] == 0
+    assert measured["last"]["confidence"]["picks"] == [{"epoch": 3, "vs": 3, "verdict": "last"}]
+    assert all(r["confidence"]["picks"][0]["epoch"] == r["pick"][0] for r in measured.values())
+
+
+def test_a_policy_over_the_study_budget_is_recorded_with_its_refusal(finished_study):
+    import dataclasses
+
+    from ckptkd.study.runner import selection
+    from ckptkd.trajectory import Run
+
+    cfg, root, results = finished_study
+    trajectory = Run(root / "cells" / "teacher" / "seed0").checkpoints()
+    tight = selection(dataclasses.replace(cfg, budget=1.0), root, trajectory, "cpu")  # served from the cache
+    assert tight["proxy"] == {"error": tight["proxy"]["error"]}
+    assert tight["proxy"]["error"].startswith("policy proxy would spend 3.00 distillations")
+    assert tight["val-nll-1se"]["pick"] == results["selection"]["val-nll-1se"]["pick"]
+
+
+def test_the_study_records_the_verdict_on_distilling_from_the_default_pick(finished_study):
+    _, _, results = finished_study
+    verdict = results["recommendation"]
+    assert verdict["policy"] == "val-nll-1se" and verdict["teacher"] == results["selection"]["val-nll-1se"]["pick"]
+    # a pair of 1-epoch proxies costs 2 distillations: two pairs fit in the budget of 4
+    assert verdict["evidence"]["pairs"] == 2 and isinstance(verdict["distil"], bool)
+    from ckptkd.report.selection import judge_verdict, render_study
+
+    judged = judge_verdict(results)
+    g = report.groups(results)
+    pick = g[f"ckpt-{verdict['teacher'][0]:04d}"]["mean"]
+    assert judged["nokd_minus_pick"] == pytest.approx(g["nokd"]["mean"] - pick)
+    nz = report.noise(results)
+    assert judged["right"] == (None if abs(g["nokd"]["mean"] - pick) <= nz else
+                               (g["nokd"]["mean"] > pick) == (not verdict["distil"]))
+    assert "Verdict on distilling (val-nll-1se's pick): " in render_study(results, "tiny")
 
 
 def test_trajectory_averages_teach_with_mean_probabilities(finished_study):

@@ -73,6 +73,24 @@ def _info_flags(p):
     g.add_argument("--tau", type=float, dest="info.tau", help="softmax temperature")
 
 
+def _budget_value(text: str) -> float:
+    """--budget's type: a finite number >= 0 (one line from argparse otherwise, exit 2)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or value != value or value in (float("inf"), float("-inf")) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number of full distillations >= 0 (e.g. 1; 0 means probes "
+                                         f"only), got {text!r}")
+    return value
+
+
+def _budget_flag(p, dest="select.budget"):
+    p.add_argument("--budget", type=_budget_value, dest=dest, metavar="B",
+                   help="what selection may spend, in full distillations (default 1; 0: probes only): proxy students "
+                        "and the no-KD comparison of the verdict count, forward passes do not")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ckptkd", description="Knowledge distillation from model checkpoints.")
     parser.add_argument("--version", action="version", version=f"ckptkd {__version__}")
@@ -87,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy", dest="select.policy", help=f"{SelectConfig().policy} (default), mi (Algorithm 1), or any "
                    "of `ckptkd policies`, or a+b")
     p.add_argument("-k", type=int, dest="select.k", help="checkpoints each policy picks (a snapshot ensemble)")
+    _budget_flag(p)
     p.add_argument("--checkpoints", type=int, nargs="+", dest="select.checkpoints", metavar="EPOCH",
                    help="policy explicit: the epochs to use")
     p.add_argument("--teacher-model", dest="teacher.model", help="teacher architecture")
@@ -143,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--policy", default=SelectConfig().policy, help=f"{SelectConfig().policy} (default), mi "
                            "(Algorithm 1), or any of `ckptkd policies`, or a+b")
             p.add_argument("--checkpoints", type=int, nargs="+", metavar="EPOCH", help="policy explicit: the epochs")
+            _budget_flag(p)
             p.add_argument("--student-model", dest="student.model", help="policy proxy: the student's architecture")
             p.add_argument("--student-epochs", type=int, dest="student.epochs", help="policy proxy: the student's epochs")
             _seed_flag(p, "policy proxy: the student's seed (default: the run's)")
@@ -152,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="study folder (default runs/studies/NAME)")
     p.add_argument("--jobs", type=int, default=1, help="cells run in parallel processes")
     p.add_argument("--threads", type=int, default=1, help="torch threads per cell (default 1)")
+    _budget_flag(p, dest="budget")
     _augment_flag(p)
     p.add_argument("--device", dest="device", help="auto, cpu or cuda[:N]")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -180,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _overrides(args) -> dict:
     return {k: v for k, v in vars(args).items() if "." in k and v is not None} | {
-        k: getattr(args, k) for k in ("seed", "device") if getattr(args, k, None) is not None}
+        k: getattr(args, k) for k in ("seed", "device", "budget") if getattr(args, k, None) is not None}
 
 
 def main(argv=None) -> int:

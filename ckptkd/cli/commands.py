@@ -28,13 +28,13 @@ def _say(text: str) -> None:
 
 def run(args, overrides):
     from .. import parallel
-    from ..pipeline import compression_line, format_table, run_pipeline
+    from ..pipeline import compression_line, format_table, run_pipeline, verdict_lines
 
     cfg = load_config(RunConfig, args.config_file or args.config, overrides)
     rows = run_pipeline(cfg, args.out, overwrite=args.overwrite, resume=args.resume, progress=_progress(args), say=_say)
     _say(f"ckptkd run: {cfg.teacher.model} -> {cfg.student.model} on {cfg.data.spec}, seed {cfg.seed}  ({args.out})")
     _say(format_table(rows))
-    parallel.on_main(lambda: print(compression_line(args.out)))
+    parallel.on_main(lambda: print("\n".join(verdict_lines(args.out) + [compression_line(args.out)])))
 
 
 def train(args, overrides):
@@ -198,6 +198,9 @@ def format_analysis(rows: list[dict], cfg: InfoConfig) -> str:
 
 def select(args, overrides):
     from ..select import check_k, choose, get_policy, parse_policy, policy_scores
+    from ..select.budget import check_budget
+    from ..select.confidence import statement
+    from ..select.verdict import recommend
     from ..trajectory import open_trajectory
 
     if args.k < 1 or args.min_spacing < 0:
@@ -209,25 +212,40 @@ def select(args, overrides):
     if any(p != "explicit" for p in parts):
         check_k(ckpts, args.k, args.min_spacing)  # before any scores, which are the slow part
     ctx = _selection_context(args, overrides)
+    spend = check_budget(parts, ckpts, ctx)  # before anything is spent
     scored = [p for p in parts if p != "explicit"]
     scores = {p: policy_scores(p, ckpts, ctx) for p in scored}
     costs = {p: get_policy(p).cost_s(ckpts, ctx) for p in scored}
     picked = choose(args.policy, ckpts, ctx, k=args.k, min_spacing=args.min_spacing, epochs=epochs, scores=scores)
     rankings = {p: sorted(({"epoch": c.epoch, "score": s} for c, s in zip(ckpts, scores[p])),
                           key=lambda r: (-r["score"], -r["epoch"])) for p in scored}
+    own = {p: choose(p, ckpts, ctx, k=args.k, min_spacing=args.min_spacing, scores=scores[p]) for p in scored}
+    confidence = {p: statement(p, ckpts, own[p], ctx) for p in scored}
+    spends = {p: get_policy(p).spend(ckpts, ctx).distillations for p in scored}
+    verdict = recommend(picked, ctx, spent=spend.distillations)
+    overall = (confidence[scored[0]] if len(scored) == 1 else
+               {"statement": "; ".join(f"{p}: {confidence[p]['statement']}" for p in scored),
+                "picks": [r for p in scored for r in confidence[p]["picks"]]} if scored else None)
     if args.json:
         print(json.dumps({"policy": args.policy, "k": args.k, "min_spacing": args.min_spacing,
                           "chosen": [{"epoch": c.epoch, "path": str(c.path)} for c in picked],
                           "ranking": rankings[scored[0]] if len(scored) == 1 else [],
-                          "parts": [{"policy": p, "cost_s": costs[p], "ranking": rankings[p]} for p in scored],
-                          "cost_s": sum(costs.values())}, indent=2))
+                          "parts": [{"policy": p, "cost_s": costs[p], "distillations": spends[p],
+                                     "ranking": rankings[p], "confidence": confidence[p]} for p in scored],
+                          "cost_s": sum(costs.values()), "budget": ctx.budget,
+                          "distillations": spend.distillations + verdict["spent"],
+                          "confidence": overall, "recommendation": verdict}, indent=2))
         return
     for p in scored:
-        print(f"policy {p} (inputs took {costs[p]:.1f} s)")
+        print(f"policy {p} (inputs took {costs[p]:.1f} s, {spends[p]:.2f} distillations)")
         print("rank  epoch      score")
         for i, r in enumerate(rankings[p], 1):
             print(f"{i:>4} {r['epoch']:>6} {r['score']:>10.4f}")
     print(f"chosen ({args.policy}, k={args.k}): " + ", ".join(f"epoch {c.epoch} ({c.path})" for c in picked))
+    if overall is not None:
+        print(f"confidence: {overall['statement']}")
+    print(f"verdict: {verdict['reason']}")
+    print(f"spent {spend.distillations + verdict['spent']:.2f} of a budget of {ctx.budget:.2f} distillations")
 
 
 def _selection_context(args, overrides):
@@ -236,6 +254,7 @@ def _selection_context(args, overrides):
     and the flags on top."""
     from ..config import KDConfig, ProxyConfig, SelectConfig, StageConfig
     from ..select import SelectionContext
+    from ..select.budget import DEFAULT_BUDGET, check_budget_value
     from ..train import resolve_device
 
     yaml_cfg = read_yaml(args.config) if args.config else {}
@@ -255,7 +274,11 @@ def _selection_context(args, overrides):
     data = load_dataset(_data_config(args, overrides))
     device = resolve_device(overrides.get("device", "auto"))
     seed = overrides.get("seed", run_cfg.get("seed", 0))
-    select = SelectConfig(proxy=from_dict(ProxyConfig, proxy, "select.proxy"))  # the policy comes from the flags
+    budget = overrides.get("select.budget", chosen.get("budget", DEFAULT_BUDGET) if isinstance(chosen, dict)
+                           else DEFAULT_BUDGET)
+    # the policy comes from the flags; the budget from --budget, else --config's or the run's select.budget
+    select = SelectConfig(proxy=from_dict(ProxyConfig, proxy, "select.proxy"),
+                          budget=check_budget_value(budget, "select.budget"))
     return SelectionContext.from_config(data, args.run, select=select, info=section("info", InfoConfig),
                                         student=section("student", StageConfig), kd=section("kd", KDConfig),
                                         seed=seed, device=device, progress=_progress(args))

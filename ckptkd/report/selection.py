@@ -12,7 +12,7 @@ policy meets the targets when, on every study,
 """
 from __future__ import annotations
 
-from .study import describe, noise, table_selection
+from .study import checkpoint_rows, describe, groups, noise, table_selection
 
 TARGETS = {"regret_noise": 1.0, "recovery": 0.8, "cost": 1.0}
 
@@ -81,9 +81,43 @@ def render_summary(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def judge_verdict(results: dict) -> dict | None:
+    """The study's verdict on distilling (``ckptkd.select.verdict``, for the default policy's
+    pick) against the hindsight of its full-length students: the pick's students and the no-KD
+    students, over the study's student seeds. ``right`` is False when the verdict says "distil"
+    while no KD is ahead by more than the seed noise, or "do not distil" while the pick's
+    students are ahead by more than it (that miss costs the user the gap); None otherwise
+    (within the noise, either answer is as good). None for a study without a verdict."""
+    verdict = results.get("recommendation")
+    if not verdict or "error" in verdict:
+        return None
+    by_epoch = {r["epoch"]: r for r in checkpoint_rows(results)}
+    nokd = groups(results).get("nokd")
+    if nokd is None or len(verdict["teacher"]) != 1 or verdict["teacher"][0] not in by_epoch:
+        return None
+    pick, nz = by_epoch[verdict["teacher"][0]]["student_mean"], noise(results)
+    ahead = nokd["mean"] - pick  # > 0: no KD teaches better than the picked teacher
+    right = None
+    if abs(ahead) > nz:
+        right = (ahead > 0) == (not verdict["distil"])
+    return {"distil": verdict["distil"], "compared": verdict.get("evidence") is not None, "pick": pick,
+            "nokd": nokd["mean"], "nokd_minus_pick": ahead, "right": right, "reason": verdict["reason"]}
+
+
+def render_verdict(results: dict) -> str:
+    j = judge_verdict(results)
+    if j is None:
+        return ""
+    answer = {True: "right", False: "wrong", None: "within the noise"}[j["right"]]
+    return (f"Verdict on distilling ({results['recommendation'].get('policy', 'default')}'s pick): "
+            f"{'distil' if j['distil'] else 'do not distil'}"
+            f"{'' if j['compared'] else ' (no KD not compared)'}; in hindsight no KD − the pick's students = "
+            f"{100 * j['nokd_minus_pick']:+.2f} points: {answer}.")
+
+
 def render_study(results: dict, folder: str) -> str:
     """One study's policy table, with its seed noise and gap."""
-    from .study import SELECTION_COLUMNS, _md, checkpoint_rows
+    from .study import SELECTION_COLUMNS, _md
 
     rows = checkpoint_rows(results)
     best = max(rows, key=lambda r: r["student_mean"])
@@ -98,4 +132,5 @@ def render_study(results: dict, folder: str) -> str:
         f"{100 * nz:.2f} points; best checkpoint in hindsight: epoch {best['epoch']} "
         f"({100 * best['student_mean']:.2f}); best − last = {100 * gap:+.2f} points "
         f"({gap / nz:.1f}× the noise).", "",
-        _md([r for r in selection if "error" not in r], SELECTION_COLUMNS), *([""] + failed if failed else []), ""])
+        _md([r for r in selection if "error" not in r], SELECTION_COLUMNS), *([""] + failed if failed else []),
+        *(["", render_verdict(results)] if render_verdict(results) else []), ""])

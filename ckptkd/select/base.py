@@ -8,13 +8,21 @@ Adding a policy is one class in one module of ``ckptkd/select/policies/``, decor
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, NamedTuple, Sequence
 
 from ..errors import CkptkdError, closest
 from ..trajectory import Checkpoint
 
 if TYPE_CHECKING:
     from .context import SelectionContext
+
+
+class Spend(NamedTuple):
+    """What a policy will spend, declared before it spends it (``ckptkd.select.budget``)."""
+
+    distillations: float  # in full distillations: student sample passes (epochs x samples) over one distillation's
+    how: str = ""  # the count behind it, e.g. "10 candidates x 0.20 of the student's epochs x 1.00 of its data"
+    cheaper: str = ""  # how to spend less, for the refusal
 
 
 class Policy:
@@ -32,6 +40,16 @@ class Policy:
         """Wall seconds the policy's inputs took to compute (as recorded, so the same when
         they are served from the context's cache); 0 for policies that read nothing."""
         return 0.0
+
+    def spend(self, ckpts: Sequence[Checkpoint], ctx: "SelectionContext | None") -> Spend:
+        """What scoring ``ckpts`` will cost in full distillations, computed without training
+        anything; 0 for policies that only read probes (forward passes of the checkpoints)."""
+        return Spend(0.0)
+
+    def evidence(self, ckpts: Sequence[Checkpoint], ctx: "SelectionContext | None"):
+        """Per-sample values behind the scores (``ckptkd.select.confidence.Evidence``), from
+        which the pick is compared with ``last``; None when the policy keeps none."""
+        return None
 
     def __repr__(self) -> str:
         return f"<policy {self.name}>"

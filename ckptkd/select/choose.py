@@ -45,10 +45,14 @@ def _check_policy_names(cfg: SelectConfig) -> None:
 
 
 def policy_scores(name: str, ckpts: Sequence[Checkpoint], ctx: "SelectionContext | None" = None) -> list[float]:
-    """One score per checkpoint under the single policy ``name`` (higher = better)."""
+    """One score per checkpoint under the single policy ``name`` (higher = better); refused
+    before anything is spent when it would spend more than the context's budget."""
+    from .budget import check_budget
+
     policy = get_policy(name)
     if ctx is None and policy.needs:
         raise CkptkdError(f"policy {name} needs a SelectionContext (its inputs: {', '.join(policy.needs)})")
+    check_budget([name], ckpts, ctx)
     scores = [float(s) for s in policy.scores(ckpts, ctx)]
     if len(scores) != len(ckpts):
         raise ValueError(f"policy {name} gave {len(scores)} scores for {len(ckpts)} checkpoints")
@@ -72,6 +76,9 @@ def choose(policy: str, ckpts: Sequence[Checkpoint], ctx: "SelectionContext | No
         if part != "explicit":
             check_k(ckpts, k, min_spacing)
     given = _given_scores(parts, scores)
+    from .budget import check_budget
+
+    check_budget([p for p in parts if p not in given], ckpts, ctx)  # a union's parts share one budget
     picks: dict[int, Checkpoint] = {}
     for part in parts:
         if part == "explicit":

@@ -8,6 +8,7 @@ Cache (with ``folder``)
     FOLDER/analysis-cache.json    information estimates (``ckptkd.info.analyze``), per checkpoint
     FOLDER/selection-cache.json   {key: record}: ``val`` metrics and ``proxy`` results per checkpoint
     FOLDER/teacher-cache/         the proxy students' teacher outputs (``ckptkd.teacher_cache``)
+    FOLDER/train-outputs/         every checkpoint's logits on the training split (``ckptkd.select.trainset``)
 
 A key is the sha256 of the checkpoint's weights sha256 and architecture, the data
 fingerprint (which covers the validation split) and every setting the record depends on.
@@ -38,17 +39,23 @@ CACHE_NAME = "selection-cache.json"
 class SelectionContext:
     """The data (train and val; never test), the device, the cache ``folder``, the analysis
     settings ``info``, the ``student``/``kd`` and ``proxy`` settings of policy ``proxy``
-    (whose student is initialised with ``seed + proxy.seed``)."""
+    (whose student is initialised with ``seed + proxy.seed``), and the ``budget`` in full
+    distillations that the policies and the verdict may spend (``ckptkd.select.budget``)."""
 
     def __init__(self, data: Dataset, *, device="cpu", folder: str | Path | None = None,
                  info: InfoConfig = InfoConfig(), student: StageConfig | None = None, kd: KDConfig | None = None,
-                 proxy: ProxyConfig = ProxyConfig(), progress: bool = False, seed: int = 0):
+                 proxy: ProxyConfig = ProxyConfig(), progress: bool = False, seed: int = 0, budget: float = 1.0):
+        from .budget import check_budget_value
+        from .trainset import TrainOutputs
+
         self.data, self.device, self.info = data, device, info
         self.folder = Path(folder) if folder is not None else None
         self.student, self.kd, self.proxy_cfg = student, kd, proxy
         self.progress, self.seed = progress, seed
+        self.budget = check_budget_value(budget, "budget")
         self._memory: dict[str, dict] = {}  # the cache when there is no folder
         self._analyses: dict[str, list[dict]] = {}
+        self._train = TrainOutputs(data, self.folder, device)
 
     @classmethod
     def from_config(cls, data: Dataset, folder: str | Path | None, *, select: SelectConfig | None = None,
@@ -61,10 +68,11 @@ class SelectionContext:
 
         ``student``/``kd`` None: no proxy student can be trained (policy proxy refuses, naming
         the flags that give one); ``seed`` is the run's seed (a proxy student starts from
-        ``seed + select.proxy.seed``)."""
+        ``seed + select.proxy.seed``); ``select.budget`` is what the policies and the verdict
+        may spend, in full distillations (``ckptkd.select.budget``)."""
         select = select or SelectConfig()
         return SelectionContext(data, device=device, folder=folder, info=info or InfoConfig(), student=student,
-                                kd=kd, proxy=select.proxy, progress=progress, seed=seed)
+                                kd=kd, proxy=select.proxy, progress=progress, seed=seed, budget=select.budget)
 
     # ------------------------------------------------------------ inputs
 
@@ -103,6 +111,12 @@ class SelectionContext:
         # "samples": records before the per-sample NLLs were kept are computed again (one val pass)
         return self._cached("val", ckpt, {"n_val": len(self.data.y_val), "samples": True}, compute)
 
+    def train_outputs(self, ckpt: Checkpoint) -> dict:
+        """``ckpt``'s logits on the un-augmented training split (``logits``, N x C float32) and
+        the ``wall_s`` the pass took; cached in FOLDER/train-outputs/ (``ckptkd.select.trainset``).
+        Reads the training split only, so it works without a validation split."""
+        return self._train.get(ckpt)
+
     def proxy(self, ckpt: Checkpoint, cfg: ProxyConfig | None = None, who: str = "policy proxy") -> dict:
         """A short distillation from ``ckpt`` under ``cfg`` (default: the context's
         ``ProxyConfig``): the proxy student's ``val_acc``. ``who`` names the policy in errors."""
@@ -137,7 +151,14 @@ class SelectionContext:
 
     def _cached(self, kind: str, ckpt: Checkpoint, settings: dict, compute: Callable[[], dict]) -> dict:
         sha = ckpt.sha256 or sha256_file(ckpt.path)
-        blob = json.dumps([kind, sha, ckpt.model, self.data.fingerprint, settings], sort_keys=True)
+        return self.cached_record(kind, [sha, ckpt.model], settings, compute, epoch=ckpt.epoch)
+
+    def cached_record(self, kind: str, identity: list, settings: dict, compute: Callable[[], dict],
+                      epoch: int | None = None) -> dict:
+        """The record ``compute()`` makes, kept in FOLDER/selection-cache.json under the sha256 of
+        ``kind``, ``identity`` (what is scored: a checkpoint's sha256 and architecture, or a
+        teacher-free description), the data fingerprint and ``settings``."""
+        blob = json.dumps([kind, *identity, self.data.fingerprint, settings], sort_keys=True)
         key = hashlib.sha256(blob.encode()).hexdigest()
         cache = self._read()
         if key not in cache:
@@ -145,7 +166,7 @@ class SelectionContext:
             t0 = time.perf_counter()
             record = compute()
             cache = self._read()  # another context may have written meanwhile; keep its records
-            cache[key] = {**record, "kind": kind, "epoch": ckpt.epoch, "wall_s": time.perf_counter() - t0}
+            cache[key] = {**record, "kind": kind, "epoch": epoch, "wall_s": time.perf_counter() - t0}
             self._write(cache)
         return cache[key]
 

@@ -3,7 +3,8 @@
     STUDY/study.yaml               the resolved config
     STUDY/cells/<cell id>/         one run folder per cell, with result.json when finished
     STUDY/analysis/<estimator>/    the information analysis of the trajectory, per estimator
-    STUDY/selection/               what the selection policies read (val metrics, proxy students), cached
+    STUDY/selection/               what the selection policies read (val metrics, proxy students, training-set
+                                   outputs), cached; each policy within the study's ``budget``
     STUDY/invocations.jsonl        when each invocation started and how it ended
     STUDY/results.json             every cell's result and every analysis row
     STUDY/tables.{md,csv,json}, *.png   the tables and plots (ckptkd.report.study)
@@ -72,18 +73,23 @@ def selection_context(cfg: StudyConfig, root: Path, device="cpu") -> SelectionCo
     """What a study's policies read, cached in STUDY/selection/ (scripts/nll_margins.py reads it too).
 
     One selection serves every student seed of the study, so its proxy students start from
-    seed 0 (+ ``proxy.seed``), as they always have: the cached proxy records stay valid."""
-    return SelectionContext.from_config(_data(cfg.data), root / "selection", select=SelectConfig(proxy=cfg.proxy),
-                                        info=cfg.info, student=cfg.student, kd=cfg.kd, seed=0, device=device)
+    seed 0 (+ ``proxy.seed``), as they always have: the cached proxy records stay valid. Each
+    policy, and the verdict, may spend the study's ``budget``."""
+    select = SelectConfig(proxy=cfg.proxy, budget=cfg.budget)
+    return SelectionContext.from_config(_data(cfg.data), root / "selection", select=select, info=cfg.info,
+                                        student=cfg.student, kd=cfg.kd, seed=0, device=device)
 
 
 def selection(cfg: StudyConfig, root: Path, trajectory: list, device: str) -> dict[str, dict]:
     """Every policy's scores on the trajectory, its single pick, its snapshot ensemble of
-    ``ensemble_size`` checkpoints (never two neighbours) and its cost in wall seconds.
+    ``ensemble_size`` checkpoints (never two neighbours), its cost in wall seconds and in
+    distillations, and its statement of confidence (``ckptkd.select.confidence``).
 
     A policy that cannot run on this study (e.g. one that needs a validation split the study
     does not carve) is recorded with its error instead.
     """
+    from ..select.confidence import statement
+
     ctx = selection_context(cfg, root, device)
     (root / "selection").mkdir(exist_ok=True)
     out = {}
@@ -96,8 +102,24 @@ def selection(cfg: StudyConfig, root: Path, trajectory: list, device: str) -> di
         pick = top_k(trajectory, scores, 1)
         ensemble = top_k(trajectory, scores, cfg.ensemble_size, 2 * cfg.teacher.save_every)
         out[name] = {"scores": scores, "pick": [c.epoch for c in pick], "ensemble": [c.epoch for c in ensemble],
-                     "cost_s": get_policy(name).cost_s(trajectory, ctx)}
+                     "cost_s": get_policy(name).cost_s(trajectory, ctx),
+                     "distillations": get_policy(name).spend(trajectory, ctx).distillations,
+                     "confidence": statement(name, trajectory, pick, ctx)}
     return out
+
+
+def study_verdict(cfg: StudyConfig, root: Path, trajectory: list, device: str, picks: dict[str, dict]) -> dict:
+    """The verdict on distilling (``ckptkd.select.verdict``) from the default policy's pick, within
+    the budget that policy leaves; judged in the report against the students of no KD."""
+    from ..select.verdict import recommend
+
+    policy = SelectConfig().policy
+    record = picks.get(policy) or {}
+    if "pick" not in record:
+        return {"policy": policy, "error": record.get("error", f"policy {policy} was not measured")}
+    chosen = [c for c in trajectory if c.epoch in record["pick"]]
+    ctx = selection_context(cfg, root, device)
+    return {"policy": policy, **recommend(chosen, ctx, spent=record.get("distillations", 0.0))}
 
 
 def student_cells(cfg: StudyConfig, root: Path, picks: dict[str, dict]) -> list[Cell]:
@@ -203,6 +225,7 @@ def _run_study(cfg: StudyConfig, root: Path, jobs: int, device: str, progress: b
         rows = parallel.main_only(lambda: analyses(cfg, root, device))
         trajectory = Run(root / "cells" / teachers[0].id).checkpoints()
         picks = parallel.main_only(lambda: selection(cfg, root, trajectory, device))
+        verdict = parallel.main_only(lambda: study_verdict(cfg, root, trajectory, device, picks))
         students = student_cells(cfg, root, picks)
         bar.total = len(teachers) + len(students)
         bar.refresh()
@@ -214,7 +237,7 @@ def _run_study(cfg: StudyConfig, root: Path, jobs: int, device: str, progress: b
         results = {"config": to_dict(cfg), "teachers": teacher_results, "students": student_results,
                    "invocations": invocations(root),
                    "compute_s": sum(r["wall_s"] for r in teacher_results + student_results),
-                   "analysis": rows, "selection": picks,
+                   "analysis": rows, "selection": picks, "recommendation": verdict,
                    "trajectory": [{"epoch": c.epoch, **{k: c.meta.get(k) for k in ("train_acc", "val_acc")},
                                    "test_acc": tested.get(c.epoch)} for c in trajectory]}
         write_json(root / "results.json", results)

@@ -4,7 +4,25 @@ from __future__ import annotations
 import dataclasses
 
 from ...errors import CkptkdError
-from ..base import Policy, register
+from ..base import Policy, Spend, register
+
+
+def proxy_spend(ckpts, ctx, cfg, cheaper: str) -> Spend:
+    """The proxy students' cost in full distillations: per candidate, the proxy's share of the
+    student's epochs times its share of the training samples (as ``proxy_stage`` and
+    ``proxy_data`` will make them), summed over the candidates."""
+    from ...info.analyze import probe_indices
+    from ..context import proxy_stage
+
+    if ctx is None or ctx.student is None:
+        return Spend(0.0)  # scores() refuses with the reason; nothing will be trained
+    n_train = len(ctx.data.y_train)
+    stage = proxy_stage(ctx.student, cfg)
+    samples = n_train if cfg.data_fraction >= 1 else len(probe_indices(
+        ctx.data.y_train, max(2, round(cfg.data_fraction * n_train)), cfg.seed))
+    epochs, share = stage.epochs / ctx.student.epochs, samples / max(1, n_train)
+    how = (f"{len(ckpts)} candidates x {epochs:.2f} of the student's epochs x {share:.2f} of its training data")
+    return Spend(len(ckpts) * epochs * share, how, cheaper)
 
 
 @register
@@ -29,6 +47,10 @@ class Proxy(Policy):
 
     def cost_s(self, ckpts, ctx):
         return sum(ctx.proxy(c)["wall_s"] for c in ckpts)
+
+    def spend(self, ckpts, ctx):
+        return proxy_spend(ckpts, ctx, ctx.proxy_cfg if ctx is not None else None,
+                           "lower select.proxy.epoch_fraction or select.proxy.data_fraction, or save fewer checkpoints")
 
 
 @register
@@ -66,3 +88,9 @@ class ProxyFull(Policy):
     def cost_s(self, ckpts, ctx):
         cfg = self.config(ckpts, ctx)
         return sum(ctx.proxy(c, cfg, who=f"policy {self.name}")["wall_s"] for c in ckpts)
+
+    def spend(self, ckpts, ctx):
+        if ctx is None or ctx.student is None:
+            return Spend(0.0)
+        return proxy_spend(ckpts, ctx, self.config(ckpts, ctx), "use a policy that trains no proxy "
+                           "(e.g. val-nll-1se): proxy-full costs about one distillation however many candidates")

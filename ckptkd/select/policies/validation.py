@@ -23,6 +23,17 @@ class _ValPolicy(Policy):
         return sum(ctx.val_metrics(c)["wall_s"] for c in ckpts)
 
 
+class _NLLEvidence:
+    """Per-sample validation NLLs (after temperature scaling) as the evidence behind the pick."""
+
+    def evidence(self, ckpts, ctx):
+        from ..confidence import Evidence
+
+        ctx.require_val(f"policy {self.name}")
+        values = [-torch.tensor(ctx.val_metrics(c)["nll_ts_samples"], dtype=torch.float64) for c in ckpts]
+        return Evidence(values, "nats of validation NLL", "validation samples")
+
+
 @register
 class BestVal(_ValPolicy):
     """Early stopping's choice: the most accurate teacher on held-out data.
@@ -40,7 +51,7 @@ class BestVal(_ValPolicy):
 
 
 @register
-class ValNLL(_ValPolicy):
+class ValNLL(_NLLEvidence, _ValPolicy):
     """The quality of the teacher's probabilities, not its argmax.
 
     What a student learns from is the teacher's distribution: Menon et al. (ICML 2021) show
@@ -58,7 +69,7 @@ class ValNLL(_ValPolicy):
 
 
 @register
-class ValNLL1SE(_ValPolicy):
+class ValNLL1SE(_NLLEvidence, _ValPolicy):
     """``val-nll`` that does not rank what the validation split cannot tell apart.
 
     A validation split of a few hundred samples measures each checkpoint's NLL with a

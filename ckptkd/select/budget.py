@@ -1,0 +1,65 @@
+"""The selection budget: what choosing a teacher may spend, counted in full distillations.
+
+One full distillation is the real student's training: ``student.epochs`` passes over the
+training split. A proxy student of ``e`` epochs on ``s`` of the ``N`` training samples costs
+``e / student.epochs x s / N`` of one, whatever its architecture (the count is of sample
+passes, which is what a user pays for on a fixed model). Forward passes of the checkpoints
+(probes: the validation pass, the information probe, the training-set pass) count as 0:
+``--budget 0`` means probes only.
+
+Every policy declares its spend before anything is computed (``Policy.spend``); one that
+would spend more than the budget is refused with one line naming the cost and the fix,
+never cut silently. Costs are compared at the precision they are printed, 0.01
+distillation: ``proxy-full``'s 1/n share of the data is rounded to whole samples, which can
+put it a few samples over one distillation, and that is not what a budget of 1 is for.
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Sequence
+
+from ..errors import CkptkdError
+from ..trajectory import Checkpoint
+from .base import Spend, get_policy
+
+if TYPE_CHECKING:
+    from .context import SelectionContext
+
+DEFAULT_BUDGET = 1.0
+PRECISION = 0.01  # distillations; costs are compared (and printed) at this precision
+
+
+def check_budget_value(value, key: str = "--budget") -> float:
+    """``value`` as a budget: a finite number >= 0, else one line naming the fix."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+    if not ok:
+        raise CkptkdError(f"{key} must be a number of full distillations >= 0 (e.g. 1; 0 means probes only), "
+                          f"got {value!r}")
+    return float(value)
+
+
+def rounded(distillations: float) -> float:
+    return round(distillations / PRECISION) * PRECISION
+
+
+def spend_of(parts: Sequence[str], ckpts: Sequence[Checkpoint], ctx: "SelectionContext | None") -> Spend:
+    """What the policies ``parts`` (a union's parts, or one policy) declare together."""
+    spends = [(p, get_policy(p).spend(ckpts, ctx)) for p in parts if not get_policy(p).takes_epochs]
+    total = sum(s.distillations for _, s in spends)
+    how = "; ".join(f"{p}: {s.how}" if len(spends) > 1 else s.how for p, s in spends if s.distillations > 0)
+    cheaper = "; ".join(s.cheaper for _, s in spends if s.distillations > 0 and s.cheaper)
+    return Spend(total, how, cheaper)
+
+
+def check_budget(parts: Sequence[str], ckpts: Sequence[Checkpoint], ctx: "SelectionContext | None",
+                 budget: float | None = None) -> Spend:
+    """Refuse, before anything is spent, a selection that would spend more than ``budget``
+    (default: the context's); returns what it will spend."""
+    budget = getattr(ctx, "budget", DEFAULT_BUDGET) if budget is None else budget
+    need = spend_of(parts, ckpts, ctx)
+    if rounded(need.distillations) > rounded(budget) + 1e-9:
+        name = "policy " + "+".join(parts) if len(parts) == 1 else "policies " + "+".join(parts)
+        fix = f"raise --budget (select.budget) to {need.distillations:.2f} or more"
+        raise CkptkdError(f"{name} would spend {need.distillations:.2f} distillations ({need.how}) and the budget is "
+                          f"{budget:.2f}; {fix}" + (f", or {need.cheaper}" if need.cheaper else ""))
+    return need

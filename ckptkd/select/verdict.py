@@ -1,0 +1,141 @@
+"""The verdict on distillation itself: distil from the chosen teacher, or train on the labels alone?
+
+    {"distil": true|false, "teacher": [epochs], "reason": "...", "evidence": {...} | null,
+     "spent": distillations}
+
+The rule reads only what selection may read (the training and validation splits; proxy data
+has no test split at all). It compares proxy students distilled from the chosen teacher with
+proxy students of the same architecture trained on the labels alone, the same way (the
+``proxy`` policy's stage and data: ``select.proxy``), **paired over seeds**: pair j shares
+the proxy seed ``select.proxy.seed + j``, hence the same initialisation and data subset, and
+differs only in the teacher. With d_j = val_acc(no KD)_j - val_acc(KD)_j over m pairs,
+
+    distil = False   iff   mean(d) - SE(d) > 0,   SE = std(d) / sqrt(m)
+
+that is, only when no KD is ahead by more than one standard error. One SE is the same rule
+``val-nll-1se`` uses to leave ``last``: the user came to distil, so the verdict departs from
+distilling only on evidence beyond the noise the seeds show. m is 3 pairs (the studies'
+count of student seeds) when the budget allows, else 2 (the fewest with a standard error).
+
+Without that evidence (no student settings, no validation split, under torchrun, or a budget
+that does not cover two pairs) the verdict is "distil", and the reason says that no KD was
+not compared and what would compare it: no verdict against distillation is ever invented.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import TYPE_CHECKING, Sequence
+
+from ..config import KDConfig
+from ..trajectory import Checkpoint
+from .budget import PRECISION, rounded
+
+if TYPE_CHECKING:
+    from .context import SelectionContext
+
+MAX_PAIRS, MIN_PAIRS = 3, 2
+
+
+def _not_compared(teacher: list[int], why: str, fix: str) -> dict:
+    return {"distil": True, "teacher": teacher, "reason": f"distil: no KD was not compared ({why}); {fix}",
+            "evidence": None, "spent": 0.0}
+
+
+def pair_cost(ckpts: Sequence[Checkpoint], ctx: "SelectionContext") -> float:
+    """One pair's cost in full distillations: two proxy students (KD and no KD)."""
+    from .policies.proxy import proxy_spend
+
+    return 2 * proxy_spend(ckpts[:1], ctx, ctx.proxy_cfg, "").distillations
+
+
+def recommend(chosen: Sequence[Checkpoint], ctx: "SelectionContext | None", spent: float = 0.0) -> dict:
+    """The verdict for the teacher ``chosen``, spending at most the context's budget less
+    ``spent`` (what the selection itself declared)."""
+    from .. import parallel
+
+    teacher = [c.epoch for c in chosen]
+    if ctx is None or ctx.student is None:
+        return _not_compared(teacher, "selection has no student settings",
+                             "give a student section in --config or --student-model to compare it")
+    if len(ctx.data.y_val) == 0:
+        return _not_compared(teacher, "there is no validation split", "set data.val_fraction > 0 to compare it")
+    if parallel.world().distributed:
+        return _not_compared(teacher, "proxy students do not run under torchrun",
+                             "run ckptkd select in one process to compare it")
+    left = ctx.budget - spent
+    cost = pair_cost(chosen, ctx)
+    pairs = min(MAX_PAIRS, int((left + PRECISION / 2) // cost)) if cost > 0 else MAX_PAIRS
+    if pairs < MIN_PAIRS:
+        need = spent + MIN_PAIRS * cost
+        return _not_compared(teacher, f"{MIN_PAIRS} paired proxy seeds would spend {MIN_PAIRS * cost:.2f} "
+                             f"distillations and the budget leaves {max(0.0, left):.2f}",
+                             f"raise --budget to {rounded(need):.2f} or more to compare it")
+    kd_acc, nokd_acc = [], []
+    for j in range(pairs):
+        cfg = dataclasses.replace(ctx.proxy_cfg, seed=ctx.proxy_cfg.seed + j)
+        kd_acc.append(kd_proxy(chosen, ctx, cfg)["val_acc"])
+        nokd_acc.append(nokd_proxy(ctx, cfg)["val_acc"])
+    return judge(teacher, kd_acc, nokd_acc, pairs * cost)
+
+
+def judge(teacher: list[int], kd_acc: Sequence[float], nokd_acc: Sequence[float], spent: float) -> dict:
+    """The rule above, on paired validation accuracies (fractions) of the two kinds of proxy."""
+    d = [b - a for a, b in zip(kd_acc, nokd_acc)]
+    m = len(d)
+    mean = sum(d) / m
+    se = math.sqrt(sum((x - mean) ** 2 for x in d) / (m - 1) / m) if m > 1 else 0.0
+    distil = not (mean - se > 0)
+    margin = f"{100 * abs(mean):.2f} ± {100 * se:.2f} points of proxy validation accuracy (paired over {m} seeds)"
+    if not distil:
+        reason = (f"do not distil: a proxy student trained on the labels alone beats the teacher's proxy students by "
+                  f"{margin}, more than one standard error; train the student without KD, or try a lower kd.alpha")
+    elif abs(mean) <= se:
+        reason = f"distil: the teacher's proxy students and no KD are tied within the noise ({margin})"
+    else:
+        reason = f"distil: the teacher's proxy students are {'ahead of' if mean < 0 else 'behind'} no KD by {margin}"
+    return {"distil": distil, "teacher": teacher, "reason": reason, "spent": spent,
+            "evidence": {"pairs": m, "kd_val_acc": list(kd_acc), "nokd_val_acc": list(nokd_acc), "d": mean, "se": se}}
+
+
+def kd_proxy(chosen: Sequence[Checkpoint], ctx: "SelectionContext", cfg) -> dict:
+    """A proxy student distilled from ``chosen`` (one checkpoint: the ``proxy`` policy's own
+    cached record, so a proxy the policy trained is not trained again)."""
+    if len(chosen) == 1:
+        return ctx.proxy(chosen[0], cfg, who="the distillation verdict")
+    from ..distill import distill
+    from ..io import sha256_file
+    from ..teacher import Teacher
+    from .context import proxy_data, proxy_stage
+
+    stage, kd = proxy_stage(ctx.student, cfg), ctx.kd or KDConfig()
+    identity = [[c.sha256 or sha256_file(c.path) for c in chosen], [c.model for c in chosen]]
+    settings = {"stage": dataclasses.asdict(stage), "kd": dataclasses.asdict(kd), "proxy": dataclasses.asdict(cfg),
+                "seed": ctx.seed}
+
+    def compute() -> dict:
+        data = proxy_data(ctx.data, cfg)
+        teacher = Teacher.from_checkpoints(list(chosen), data.num_classes, data.in_shape, kd.combine)
+        _, rec = distill(data, stage, teacher, kd, seed=ctx.seed + cfg.seed, device=ctx.device, run=None,
+                         progress=False)
+        return {"val_acc": rec["val_acc"], "model": stage.model, "epochs": stage.epochs, "n_train": len(data.y_train),
+                "proxy_seed": cfg.seed}
+
+    return ctx.cached_record("proxy-ensemble", identity, settings, compute)
+
+
+def nokd_proxy(ctx: "SelectionContext", cfg) -> dict:
+    """A proxy student of the same stage, data and seed trained on the labels alone."""
+    from ..train import train
+    from .context import proxy_data, proxy_stage
+
+    stage = proxy_stage(ctx.student, cfg)
+    settings = {"stage": dataclasses.asdict(stage), "proxy": dataclasses.asdict(cfg), "seed": ctx.seed}
+
+    def compute() -> dict:
+        data = proxy_data(ctx.data, cfg)
+        _, rec = train(data, stage, seed=ctx.seed + cfg.seed, device=ctx.device, run=None, progress=False)
+        return {"val_acc": rec["val_acc"], "model": stage.model, "epochs": stage.epochs, "n_train": len(data.y_train),
+                "proxy_seed": cfg.seed}
+
+    return ctx.cached_record("proxy-nokd", ["no teacher"], settings, compute)
