@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import CannotExport, Format, need, program, quiet_exporter, register_format
+from .base import CannotExport, Format, need, program, quiet_exporter, register_format
 
 OPSET = 20  # torch 2.13's default for the dynamo exporter; onnxruntime >= 1.16 runs it
 PACKAGES = "onnx, onnxscript and onnxruntime"

@@ -9,7 +9,7 @@ import io
 import torch
 from torch import nn
 
-from . import Format, program, quiet_exporter, register_format
+from .base import Format, program, quiet_exporter, register_format
 
 
 def write(model: nn.Module, example: torch.Tensor) -> bytes:

@@ -17,7 +17,7 @@ import warnings
 import torch
 from torch import nn
 
-from . import Format, register_format
+from .base import Format, register_format
 
 LEGACY = ("torchscript is a legacy format: PyTorch deprecates torch.jit; use --format pt2 (torch.export) or "
           "onnx, unless the forward branches on its input")
