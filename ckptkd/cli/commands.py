@@ -30,10 +30,23 @@ def run(args, overrides):
     from ..pipeline import compression_line, format_table, run_pipeline
 
     cfg = load_config(RunConfig, args.config_file or args.config, overrides)
+    _check_method(cfg, teachers=cfg.select.k)  # before the output folder exists
     rows = run_pipeline(cfg, args.out, overwrite=args.overwrite, resume=args.resume, progress=_progress(args), say=_say)
     _say(f"ckptkd run: {cfg.teacher.model} -> {cfg.student.model} on {cfg.data.spec}, seed {cfg.seed}  ({args.out})")
     _say(format_table(rows))
     parallel.on_main(lambda: print(compression_line(args.out)))
+
+
+def _check_method(cfg, teachers: int | None = None) -> None:
+    """``cfg.kd.method`` and its parameters, and for a method that reads features the teacher
+    and student models of ``cfg``: checked before anything is trained or written."""
+    from ..distill import check_method
+
+    method = check_method(cfg.kd, teachers=teachers)
+    if method.needs_features:
+        data = load_dataset(cfg.data)
+        method.check_models(*({stage.model: create_model(stage.model, data.num_classes, data.in_shape)}
+                              for stage in (cfg.teacher, cfg.student)), data.in_shape)
 
 
 def train(args, overrides):
@@ -56,18 +69,21 @@ def train(args, overrides):
 
 def distill(args, overrides):
     from .. import parallel
-    from ..distill import distill as distill_model
+    from ..distill import check_method, distill as distill_model
     from ..teacher import Teacher
     from ..train import resolve_device
     from ..trajectory import open_checkpoint
 
     overrides |= {"teachers": args.teachers} | ({"teacher_model": args.teacher_model} if args.teacher_model else {})
     cfg = load_config(DistillConfig, args.config, overrides)
+    check_method(cfg.kd, teachers=len(cfg.teachers))  # an unknown method or bad parameters: before anything else
     data = load_dataset(cfg.data)
     ckpts = [open_checkpoint(t, cfg.teacher_model) for t in cfg.teachers]
     teacher = Teacher.from_checkpoints(ckpts, data.num_classes, data.in_shape, cfg.kd.combine,
                                        fingerprint=data.fingerprint)
-    create_model(cfg.student.model, data.num_classes, data.in_shape)  # a bad model spec fails before --out exists
+    student = create_model(cfg.student.model, data.num_classes, data.in_shape)  # a bad spec fails before --out exists
+    check_method(cfg.kd).check_models(  # fitnet: teacher and student need the feature API
+        {c.model or str(c.path): m for c, m in zip(ckpts, teacher.members)}, {cfg.student.model: student}, data.in_shape)
     device = resolve_device(cfg.device)  # so does a device this machine lacks
     _say(data.augment_line)
     run_, complete = _create_run(args, to_dict(cfg), model=cfg.student.model, num_classes=data.num_classes,
@@ -253,6 +269,16 @@ def policies(args, overrides):
         print(f"{name:<{width}}  {p.summary}{needs}{default}")
 
 
+def methods(args, overrides):
+    from ..config import KDConfig
+    from ..distill import METHODS
+
+    width = max(len(n) for n in METHODS)
+    for name, m in METHODS.items():
+        default = "  (default)" if name == KDConfig().method else ""
+        print(f"{name:<{width}}  {m.summary}{default}")
+
+
 def study(args, overrides):
     from .. import parallel
     from ..config import StudyConfig
@@ -261,6 +287,7 @@ def study(args, overrides):
     from ..train import resolve_device
 
     cfg = load_config(StudyConfig, args.config_file, overrides)
+    _check_method(cfg)  # before the study folder exists
     out = Path(args.out or Path("runs") / "studies" / cfg.name)
     for flag, value in (("--jobs", args.jobs), ("--threads", args.threads)):
         if value < 1:

@@ -41,11 +41,12 @@ from ..errors import CkptkdError
 from .registry import Method, register_method
 
 
-def feature_width(model: nn.Module, role: str, in_shape) -> int:
-    """Width of ``model``'s penultimate features; a one-line refusal when it has no feature API."""
+def feature_width(model: nn.Module, role: str, in_shape, name: str | None = None) -> int:
+    """Width of ``model``'s penultimate features; a one-line refusal naming the model (``name``,
+    else its class) when it has no feature API."""
     if not (callable(getattr(model, "forward_features", None)) and callable(getattr(model, "forward_head", None))):
         raise CkptkdError(f"kd.method fitnet needs the {role}'s penultimate features, but the {role} model "
-                          f"{type(model).__name__} has no forward_features/forward_head; use a ckptkd model "
+                          f"{name or type(model).__name__!r} has no forward_features/forward_head; use a ckptkd model "
                           "(`ckptkd models`) or a logit method (kd, dkd)")
     width = getattr(model, "num_features", None)
     if isinstance(width, int):
@@ -73,7 +74,14 @@ class FitNet(Method):
     summary = "FitNets hints (Romero et al. 2015) on penultimate features: CE + weight * MSE(r(F_s), F_t)"
     uses_cache = False
     single_teacher = True
+    needs_features = True
     shared = ()
+
+    @classmethod
+    def check_models(cls, teachers: dict[str, nn.Module], students: dict[str, nn.Module], in_shape) -> None:
+        for role, models in (("teacher", teachers), ("student", students)):
+            for name, model in models.items():
+                feature_width(model, role, in_shape, name)
 
     @classmethod
     def check(cls, cfg) -> None:
@@ -90,6 +98,8 @@ class FitNet(Method):
         if len(teacher.members) != 1:
             raise CkptkdError(f"kd.method fitnet learns from one teacher's features, got an ensemble of "
                               f"{len(teacher.members)} checkpoints; use one checkpoint, or kd or dkd")
+        names = [m.get("model") or f"member {i}" for i, m in enumerate(teacher.identity)]
+        self.check_models(dict(zip(names, teacher.members)), {type(student).__name__: student}, data.in_shape)
         self.hint = teacher.members[0]
         d_t = feature_width(self.hint, "teacher", data.in_shape)
         d_s = feature_width(student, "student", data.in_shape)

@@ -29,6 +29,7 @@ class Method:
     ``uses_cache``: the method reads only the teacher's target log p_t^T (what
     ``ckptkd.teacher_cache`` serves); a method that needs more (features) sets it False
     and runs the teacher itself. ``single_teacher``: the method refuses an ensemble.
+    ``needs_features``: teacher and student must have the timm feature API (``check_models``).
     ``extra``: a module of the method's own parameters that train with the student
     (a regressor); ``fit`` optimises, saves and resumes it with the student.
     ``shared``: the ``KDConfig`` fields the method reads besides its own section (they
@@ -40,6 +41,7 @@ class Method:
     uses_cache: ClassVar[bool] = True
     single_teacher: ClassVar[bool] = False
     shared: ClassVar[tuple[str, ...]] = ("temperature", "combine")
+    needs_features: ClassVar[bool] = False
     extra: nn.Module | None = None
 
     def __init__(self, teacher, cfg: KDConfig, cache=None, *, student: nn.Module | None = None, data=None):
@@ -53,6 +55,10 @@ class Method:
     @classmethod
     def check(cls, cfg: KDConfig) -> None:
         """Range checks of this method's parameters (types are checked by the config parser)."""
+
+    @classmethod
+    def check_models(cls, teachers: dict[str, nn.Module], students: dict[str, nn.Module], in_shape) -> None:
+        """Refuse teacher or student models (by name) this method cannot learn from (``needs_features``)."""
 
     def teacher_log_probs(self, x: torch.Tensor, idx: torch.Tensor, epoch: int) -> torch.Tensor:
         """The teacher's target log p_t^T for the batch: from the cache when it holds this
