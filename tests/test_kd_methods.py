@@ -100,6 +100,37 @@ def test_dkd_parts_add_up_to_kd():
         torch.testing.assert_close(tckd + (1 - p_gt) * nckd, kd, rtol=1e-5, atol=1e-6)
 
 
+def paper_dkd(s, log_pt, y, temp):
+    """TCKD and NCKD (batch means, times T^2) in the paper's form, by autograd: the reference
+    for the library's closed-form gradient."""
+    ps, pt = F.softmax(s / temp, 1), log_pt.exp()
+    gt = F.one_hot(y, s.shape[1]).bool()
+    b_s = torch.stack([ps[gt], ps.masked_fill(gt, 0).sum(1)], 1)
+    b_t = torch.stack([pt[gt], pt.masked_fill(gt, 0).sum(1)], 1)
+    hat_s = ps[~gt].view(len(y), -1) / b_s[:, 1:]
+    hat_t = pt[~gt].view(len(y), -1) / b_t[:, 1:]
+    kl = lambda p, q: (p * (p.log() - q.log())).sum(1).mean()  # noqa: E731
+    return temp**2 * kl(b_t, b_s), temp**2 * kl(hat_t, hat_s)
+
+
+@pytest.mark.parametrize("scale", [1.0, 4.0])  # 4: a sure teacher, p_gt near 1
+def test_dkd_gradient_is_the_papers(scale):
+    g = torch.Generator().manual_seed(1)
+    s = torch.randn(16, 7, generator=g, dtype=torch.float64)
+    log_pt = F.log_softmax(scale * 3 * torch.randn(16, 7, generator=g, dtype=torch.float64), 1)
+    y = torch.randint(0, 7, (16,), generator=g)
+    for weights in ((1.0, 0.0), (0.0, 1.0), (2.0, 8.0)):
+        mine = s.clone().float().requires_grad_(True)
+        tckd, nckd = dkd_terms(mine, log_pt.float(), y, TEMP, weights)
+        (grad,) = torch.autograd.grad(tckd + nckd, mine)
+        ref = s.clone().requires_grad_(True)
+        r_tckd, r_nckd = paper_dkd(ref, log_pt, y, TEMP)
+        (want,) = torch.autograd.grad(weights[0] * r_tckd + weights[1] * r_nckd, ref)
+        torch.testing.assert_close(tckd.double(), weights[0] * r_tckd.detach(), rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(nckd.double(), weights[1] * r_nckd.detach(), rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(grad.double(), want, rtol=1e-4, atol=1e-6)
+
+
 class Linear2(Classifier):
     """A model whose penultimate features are ``x @ a`` (no pooling): features known by hand."""
 

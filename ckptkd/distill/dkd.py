@@ -18,7 +18,8 @@ What the teacher gives. Both parts are functions of the teacher's distribution a
 teacher cache serves it unchanged: its key (members, combine, temperature for ``probs``,
 data, views) already names everything the target depends on. Here the parts are computed
 from log-probabilities with logsumexp (log(1 - p_gt) = logsumexp of the non-target
-log-probabilities), which needs no large-negative mask and stays finite where p_gt is near 1.
+log-probabilities), so they stay accurate where p_gt is near 1, and with the gradient in
+closed form (``_DKDTerms``), which keeps DKD's per-step cost near KD's.
 
 Ensembles. With ``combine: logits`` the teacher's logits are the members' mean logits and
 p_t^T their softmax at T; with ``combine: probs`` there are no ensemble logits, and DKD
@@ -36,25 +37,55 @@ from ..errors import CkptkdError
 from .registry import Method, register_method
 
 
+class _DKDTerms(torch.autograd.Function):
+    """(TCKD, NCKD) summed over the batch, with the gradient in closed form.
+
+    Per sample, with z = s / T, p_s = softmax(z), p^ a distribution renormalised over the
+    non-target classes (0 at gt) and b_t = [p_t,gt, p_t,rest]:
+        TCKD = p_t,gt (log p_t,gt - log p_s,gt) + p_t,rest (log p_t,rest - log p_s,rest)
+        NCKD = sum_{j != gt} p_t,j (log p_t,j - log p_s,j) / p_t,rest - log p_t,rest + log p_s,rest
+        d TCKD / dz = p_s - p_t,gt * onehot(gt) - p_t,rest * p^_s
+        d NCKD / dz = p^_s - p^_t
+    Each "rest" is a sum over the non-target classes, never 1 - p_gt, so nothing cancels where
+    p_gt is near 1. About twenty small ops forward and six back: DKD's step costs about what
+    KD's one kl_div does, where autograd through the paper's form costs twice that.
+    """
+
+    @staticmethod
+    def forward(ctx, z, log_pt, y, scale):
+        tiny = torch.finfo(z.dtype).tiny  # a rest that underflows stays a (huge) finite log
+        log_ps = F.log_softmax(z, dim=1)
+        ps, pt = log_ps.exp(), log_pt.exp()
+        rest = torch.ones_like(z).scatter_(1, y[:, None], 0.0)  # 1 off the target class
+        ps_rest = (ps * rest).sum(1).clamp_min(tiny)
+        pt_rest = (pt * rest).sum(1).clamp_min(tiny)
+        w = pt * (log_pt - log_ps)  # the row of KL(p_t || p_s), class by class
+        nt = (w * rest).sum(1)
+        s_rest, t_rest = ps_rest.log(), pt_rest.log()
+        tckd = w.gather(1, y[:, None]).squeeze(1) + pt_rest * (t_rest - s_rest)
+        nckd = nt / pt_rest - t_rest + s_rest
+        ctx.save_for_backward(ps, pt, rest, ps_rest, pt_rest, y)
+        ctx.scale = scale
+        return scale[0] * tckd.sum(), scale[1] * nckd.sum()
+
+    @staticmethod
+    def backward(ctx, g_tckd, g_nckd):
+        ps, pt, rest, ps_rest, pt_rest, y = ctx.saved_tensors
+        hat_s = ps * rest / ps_rest[:, None]
+        b_gt = pt.gather(1, y[:, None])
+        d_tckd = (ps - pt_rest[:, None] * hat_s).scatter_add_(1, y[:, None], -b_gt)
+        d_nckd = hat_s - pt * rest / pt_rest[:, None]
+        return (g_tckd * ctx.scale[0]) * d_tckd + (g_nckd * ctx.scale[1]) * d_nckd, None, None, None
+
+
 def dkd_terms(student_logits: torch.Tensor, teacher_log_probs: torch.Tensor, y: torch.Tensor,
-              temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(TCKD, NCKD), each T^2 * KL averaged over the batch, from the student's logits and the
-    teacher's log p_t^T."""
-    log_ps = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    log_pt = teacher_log_probs.float()
-    gt = F.one_hot(y, log_ps.shape[-1]).bool()
-
-    def split(lp):  # log p_gt, log(1 - p_gt), and log p^ (its gt entry is never read)
-        target = lp.gather(1, y[:, None])
-        rest = lp.masked_fill(gt, float("-inf")).logsumexp(1, keepdim=True)
-        return target, rest, lp - rest
-
-    s_gt, s_rest, s_hat = split(log_ps)
-    t_gt, t_rest, t_hat = split(log_pt)
-    tckd = t_gt.exp() * (t_gt - s_gt) + t_rest.exp() * (t_rest - s_rest)
-    nckd = torch.where(gt, 0.0, t_hat.exp() * (t_hat - s_hat)).sum(1, keepdim=True)
+              temperature: float, weights: tuple[float, float] = (1.0, 1.0)) -> tuple[torch.Tensor, torch.Tensor]:
+    """(TCKD, NCKD), each T^2 * KL averaged over the batch and times its weight, from the
+    student's logits and the teacher's log p_t^T (no gradient flows to the teacher). The
+    weights are applied inside, which saves the autograd graph two nodes per step."""
+    z = student_logits.float() / temperature
     scale = temperature**2 / len(y)
-    return scale * tckd.sum(), scale * nckd.sum()
+    return _DKDTerms.apply(z, teacher_log_probs.detach().float(), y, (scale * weights[0], scale * weights[1]))
 
 
 def warmup_factor(epoch: int, warmup: int) -> float:
@@ -80,7 +111,6 @@ class DKD(Method):
         p = self.cfg.dkd
         logits = model(x)
         target = self.teacher_log_probs(x, idx, epoch)
-        tckd, nckd = dkd_terms(logits, target, y, self.cfg.temperature)
         w = warmup_factor(epoch, p.warmup)
-        return logits, {"ce": p.ce_weight * F.cross_entropy(logits, y),
-                        "tckd": w * p.alpha * tckd, "nckd": w * p.beta * nckd}
+        tckd, nckd = dkd_terms(logits, target, y, self.cfg.temperature, (w * p.alpha, w * p.beta))
+        return logits, {"ce": p.ce_weight * F.cross_entropy(logits, y), "tckd": tckd, "nckd": nckd}
