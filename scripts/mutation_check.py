@@ -46,6 +46,9 @@ MUTATIONS = [
     Mutation("kd-unweighted-ce", "the cross-entropy term ignores alpha",
              "ckptkd/distill/kd.py", '"ce": self.cfg.alpha * F.cross_entropy(logits, y)', '"ce": F.cross_entropy(logits, y)',
              ("tests/test_kd_loss.py",)),
+    Mutation("resume-drops-method-module", "--resume restarts a method's regressor from scratch",
+             "ckptkd/train.py", '            extra.load_state_dict(state["extra"])\n', "            pass\n",
+             ("tests/test_kd_methods.py::test_a_killed_fitnet_distillation_resumes_with_its_regressor",)),
     Mutation("dkd-nckd-not-renormalised", "DKD's non-target term uses the full distribution, not the one over the "
              "non-target classes", "ckptkd/distill/dkd.py", "        nckd = nt / pt_rest - t_rest + s_rest\n",
              "        nckd = nt\n", ("tests/test_kd_methods.py",)),

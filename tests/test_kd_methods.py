@@ -294,3 +294,30 @@ def test_cli_refuses_a_student_without_features(tmp_path, monkeypatch, capsys, d
     assert err == ["ckptkd: error: kd.method fitnet needs the student's penultimate features, but the student model "
                    "'plainnet:make' has no forward_features/forward_head; use a ckptkd model (`ckptkd models`) or a "
                    "logit method (kd, dkd)"]
+
+
+def test_a_killed_fitnet_distillation_resumes_with_its_regressor(tmp_path, digits, teacher_model, monkeypatch):
+    """The regressor is part of the training state: killed after epoch 2 and resumed, the
+    student ends bitwise where an uninterrupted one does (on CPU)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from ckptkd.trajectory import Run
+
+    monkeypatch.setenv("CKPTKD_TENSORBOARD", "0")
+    run = Run.create(tmp_path / "t", {}, model="mlp_m", num_classes=10, in_shape=digits.in_shape,
+                     data_fingerprint=digits.fingerprint)
+    ckpt = run.save_checkpoint(teacher_model.state_dict(), 1, {})
+    args = ["distill", "--teacher", str(ckpt.path), "--data", "digits", "--model", "mlp_xs", "--method", "fitnet",
+            "--epochs", "3", "--save-every", "1", "--batch-size", "64", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CKPTKD_TENSORBOARD": "0", "CKPTKD_FAULT": "after-save:2"}
+    proc = subprocess.run([sys.executable, "-m", "ckptkd", *args, "--out", str(tmp_path / "s")], env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert "extra" in Run(tmp_path / "s").load_state()
+    assert main([*args, "--out", str(tmp_path / "s"), "--resume"]) == 0
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    resumed, one = Run(tmp_path / "s").checkpoints(), Run(tmp_path / "one").checkpoints()
+    assert [c.sha256 for c in resumed] == [c.sha256 for c in one] and len(one) == 3
