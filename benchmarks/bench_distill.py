@@ -96,13 +96,16 @@ def bench(data, ckpts, args, cache_dir: Path) -> dict:
     # teacher-heavy recompute side starts with cold CPU caches, which would bias CE vs cache
     vs_ce = duel("ce", "cache", args.rounds)
     vs_recompute = duel("cache", "recompute", max(3, args.rounds // 3))  # a 4-10x ratio needs fewer rounds
-    dkd_vs_ce = duel("ce", "dkd", args.dkd_rounds or args.rounds)
+    # callers that build their own args (scripts/gpu_check.py) and name no dkd_rounds skip DKD
+    dkd_rounds = getattr(args, "dkd_rounds", None)
+    dkd_vs_ce = duel("ce", "dkd", dkd_rounds or args.rounds) if dkd_rounds is not None else None
     a, b = students["cache"].state_dict(), students["recompute"].state_dict()
     return {"k": len(ckpts), "identical": all(torch.equal(a[n], b[n]) for n in a),
             **{clock: {"build": build[clock], "ce": vs_ce[clock]["ce"], "cache": vs_ce[clock]["cache"],
                        "cache/ce": vs_ce[clock]["ratio"], "cache_2": vs_recompute[clock]["cache"],
                        "recompute": vs_recompute[clock]["recompute"], "recompute/cache": vs_recompute[clock]["ratio"],
-                       "ce_3": dkd_vs_ce[clock]["ce"], "dkd": dkd_vs_ce[clock]["dkd"], "dkd/ce": dkd_vs_ce[clock]["ratio"]}
+                       **({"ce_3": dkd_vs_ce[clock]["ce"], "dkd": dkd_vs_ce[clock]["dkd"],
+                           "dkd/ce": dkd_vs_ce[clock]["ratio"]} if dkd_vs_ce else {})}
                for clock in CLOCKS}}
 
 

@@ -16,7 +16,7 @@ from torch import nn
 from ckptkd import CkptkdError, DataConfig, KDConfig, StageConfig, Teacher, distill, fit, load_dataset, train
 from ckptkd.cli import main
 from ckptkd.config import from_dict
-from ckptkd.distill import DKD, KD, METHODS, FitNet, check_method, dkd_terms, kd_loss, method_key
+from ckptkd.distill import DKD, KD, METHODS, FitNet, check_method, dkd_loss, dkd_terms, kd_loss, method_key
 from ckptkd.models.base import Classifier, penultimate
 from ckptkd.train import CrossEntropy, build_model
 
@@ -82,11 +82,12 @@ def test_dkd_known_answer_with_warmup():
                                "dkd": {"ce_weight": 0.5, "alpha": 2.0, "beta": 8.0, "warmup": 4}}, "kd")
     for epoch, w in ((1, 0.25), (3, 0.75), (4, 1.0), (9, 1.0)):  # the official min(epoch / warmup, 1)
         losses = run_method(DKD, cfg, epoch)
-        assert losses["tckd"] == pytest.approx(w * 2.0 * TEMP**2 * tckd.mean(), rel=1e-5)
-        assert losses["nckd"] == pytest.approx(w * 8.0 * TEMP**2 * nckd.mean(), rel=1e-5)
+        assert losses["dkd"] == pytest.approx(w * TEMP**2 * (2.0 * tckd.mean() + 8.0 * nckd.mean()), rel=1e-5)
         assert losses["ce"] == pytest.approx(0.5 * np_ce(S, Y), rel=1e-5)
-    no_warmup = run_method(DKD, dataclasses.replace(cfg, dkd=dataclasses.replace(cfg.dkd, warmup=0)), 1)
-    assert no_warmup["nckd"] == pytest.approx(8.0 * TEMP**2 * nckd.mean(), rel=1e-5)
+    for alpha, beta in ((1.0, 0.0), (0.0, 1.0)):  # each part on its own
+        only = dataclasses.replace(cfg, dkd=dataclasses.replace(cfg.dkd, alpha=alpha, beta=beta, warmup=0))
+        want = TEMP**2 * (alpha * tckd.mean() + beta * nckd.mean())
+        assert run_method(DKD, only, 1)["dkd"] == pytest.approx(want, rel=1e-5)
 
 
 def test_dkd_parts_add_up_to_kd():
@@ -119,15 +120,15 @@ def test_dkd_gradient_is_the_papers(scale):
     s = torch.randn(16, 7, generator=g, dtype=torch.float64)
     log_pt = F.log_softmax(scale * 3 * torch.randn(16, 7, generator=g, dtype=torch.float64), 1)
     y = torch.randint(0, 7, (16,), generator=g)
-    for weights in ((1.0, 0.0), (0.0, 1.0), (2.0, 8.0)):
+    for alpha, beta in ((1.0, 0.0), (0.0, 1.0), (2.0, 8.0)):
         mine = s.clone().float().requires_grad_(True)
-        tckd, nckd = dkd_terms(mine, log_pt.float(), y, TEMP, weights)
-        (grad,) = torch.autograd.grad(tckd + nckd, mine)
+        loss = dkd_loss(mine, log_pt.float(), y, TEMP, alpha, beta)
+        (grad,) = torch.autograd.grad(3.0 * loss, mine)  # an upstream gradient other than 1
         ref = s.clone().requires_grad_(True)
         r_tckd, r_nckd = paper_dkd(ref, log_pt, y, TEMP)
-        (want,) = torch.autograd.grad(weights[0] * r_tckd + weights[1] * r_nckd, ref)
-        torch.testing.assert_close(tckd.double(), weights[0] * r_tckd.detach(), rtol=1e-4, atol=1e-6)
-        torch.testing.assert_close(nckd.double(), weights[1] * r_nckd.detach(), rtol=1e-4, atol=1e-6)
+        want_loss = alpha * r_tckd + beta * r_nckd
+        (want,) = torch.autograd.grad(3.0 * want_loss, ref)
+        torch.testing.assert_close(loss.double(), want_loss.detach(), rtol=1e-4, atol=1e-6)
         torch.testing.assert_close(grad.double(), want, rtol=1e-4, atol=1e-6)
 
 

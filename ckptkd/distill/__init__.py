@@ -20,9 +20,9 @@ for _module in sorted((m.name for m in pkgutil.iter_modules(__path__)), key=lamb
         importlib.import_module(f"{__name__}.{_module}")
 
 from .api import distill  # noqa: E402
-from .dkd import DKD, dkd_terms  # noqa: E402
+from .dkd import DKD, dkd_loss, dkd_terms  # noqa: E402
 from .fitnet import FitNet  # noqa: E402
 from .kd import KD, kd_loss  # noqa: E402
 
 __all__ = ["METHODS", "Method", "register_method", "get_method", "check_method", "build_method", "method_key",
-           "describe_method", "distill", "KD", "kd_loss", "DKD", "dkd_terms", "FitNet"]
+           "describe_method", "distill", "KD", "kd_loss", "DKD", "dkd_loss", "dkd_terms", "FitNet"]

@@ -19,7 +19,7 @@ teacher cache serves it unchanged: its key (members, combine, temperature for ``
 data, views) already names everything the target depends on. Here the parts are computed
 from log-probabilities with logsumexp (log(1 - p_gt) = logsumexp of the non-target
 log-probabilities), so they stay accurate where p_gt is near 1, and with the gradient in
-closed form (``_DKDTerms``), which keeps DKD's per-step cost near KD's.
+closed form (``_DKDLoss``), which keeps DKD's per-step cost near KD's.
 
 Ensembles. With ``combine: logits`` the teacher's logits are the members' mean logits and
 p_t^T their softmax at T; with ``combine: probs`` there are no ensemble logits, and DKD
@@ -37,8 +37,8 @@ from ..errors import CkptkdError
 from .registry import Method, register_method
 
 
-class _DKDTerms(torch.autograd.Function):
-    """(TCKD, NCKD) summed over the batch, with the gradient in closed form.
+class _DKDLoss(torch.autograd.Function):
+    """a * sum(TCKD) + b * sum(NCKD) over the batch, with its gradient in closed form.
 
     Per sample, with z = s / T, p_s = softmax(z), p^ a distribution renormalised over the
     non-target classes (0 at gt) and b_t = [p_t,gt, p_t,rest]:
@@ -47,45 +47,53 @@ class _DKDTerms(torch.autograd.Function):
         d TCKD / dz = p_s - p_t,gt * onehot(gt) - p_t,rest * p^_s
         d NCKD / dz = p^_s - p^_t
     Each "rest" is a sum over the non-target classes, never 1 - p_gt, so nothing cancels where
-    p_gt is near 1. About twenty small ops forward and six back: DKD's step costs about what
-    KD's one kl_div does, where autograd through the paper's form costs twice that.
+    p_gt is near 1. The gradient is formed in the forward pass, a dozen (B, C) ops without an
+    autograd graph, and the backward is one multiplication: DKD's step then costs about what
+    KD's one fused kl_div does (docs/benchmarks.md), where autograd through these ops costs
+    twice that.
     """
 
     @staticmethod
-    def forward(ctx, z, log_pt, y, scale):
+    def forward(ctx, z, log_pt, y, a: float, b: float):
         tiny = torch.finfo(z.dtype).tiny  # a rest that underflows stays a (huge) finite log
         log_ps = F.log_softmax(z, dim=1)
         ps, pt = log_ps.exp(), log_pt.exp()
-        rest = torch.ones_like(z).scatter_(1, y[:, None], 0.0)  # 1 off the target class
-        ps_rest = (ps * rest).sum(1).clamp_min(tiny)
-        pt_rest = (pt * rest).sum(1).clamp_min(tiny)
+        gt = y[:, None]
+        rest = torch.ones_like(z).scatter_(1, gt, 0.0)  # 1 off the target class
         w = pt * (log_pt - log_ps)  # the row of KL(p_t || p_s), class by class
-        nt = (w * rest).sum(1)
-        s_rest, t_rest = ps_rest.log(), pt_rest.log()
-        tckd = w.gather(1, y[:, None]).squeeze(1) + pt_rest * (t_rest - s_rest)
-        nckd = nt / pt_rest - t_rest + s_rest
-        ctx.save_for_backward(ps, pt, rest, ps_rest, pt_rest, y)
-        ctx.scale = scale
-        return scale[0] * tckd.sum(), scale[1] * nckd.sum()
+        # student, teacher and KL rows off the target class, summed: one op each for the three
+        ps_off, pt_off, w_off = torch.stack([ps, pt, w]) * rest
+        sums = torch.stack([ps_off, pt_off, w_off]).sum(2)
+        rests = sums[:2].clamp_min(tiny)
+        ps_rest, pt_rest = rests
+        s_rest, t_rest = rests.log()
+        # a * TCKD + b * NCKD, per sample
+        loss = a * w.gather(1, gt).squeeze(1) + (a * pt_rest - b) * (t_rest - s_rest) + b * sums[2] / pt_rest
+        grad = a * ps + ((b - a * pt_rest) / ps_rest)[:, None] * ps_off - (b / pt_rest)[:, None] * pt_off
+        grad.scatter_add_(1, gt, -a * pt.gather(1, gt))
+        ctx.save_for_backward(grad)
+        return loss.sum()
 
     @staticmethod
-    def backward(ctx, g_tckd, g_nckd):
-        ps, pt, rest, ps_rest, pt_rest, y = ctx.saved_tensors
-        hat_s = ps * rest / ps_rest[:, None]
-        b_gt = pt.gather(1, y[:, None])
-        d_tckd = (ps - pt_rest[:, None] * hat_s).scatter_add_(1, y[:, None], -b_gt)
-        d_nckd = hat_s - pt * rest / pt_rest[:, None]
-        return (g_tckd * ctx.scale[0]) * d_tckd + (g_nckd * ctx.scale[1]) * d_nckd, None, None, None
+    def backward(ctx, g):
+        (grad,) = ctx.saved_tensors
+        return g * grad, None, None, None, None
+
+
+def dkd_loss(student_logits: torch.Tensor, teacher_log_probs: torch.Tensor, y: torch.Tensor, temperature: float,
+             alpha: float, beta: float) -> torch.Tensor:
+    """T^2 * (alpha * TCKD + beta * NCKD), batch means, from the student's logits and the
+    teacher's log p_t^T (no gradient flows to the teacher)."""
+    z = student_logits.float() / temperature
+    scale = temperature**2 / len(y)
+    # the gradient is with respect to z: the division above carries it back to the logits
+    return _DKDLoss.apply(z, teacher_log_probs.detach().float(), y, scale * alpha, scale * beta)
 
 
 def dkd_terms(student_logits: torch.Tensor, teacher_log_probs: torch.Tensor, y: torch.Tensor,
-              temperature: float, weights: tuple[float, float] = (1.0, 1.0)) -> tuple[torch.Tensor, torch.Tensor]:
-    """(TCKD, NCKD), each T^2 * KL averaged over the batch and times its weight, from the
-    student's logits and the teacher's log p_t^T (no gradient flows to the teacher). The
-    weights are applied inside, which saves the autograd graph two nodes per step."""
-    z = student_logits.float() / temperature
-    scale = temperature**2 / len(y)
-    return _DKDTerms.apply(z, teacher_log_probs.detach().float(), y, (scale * weights[0], scale * weights[1]))
+              temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(TCKD, NCKD) on their own, each T^2 * KL averaged over the batch (for reading and tests)."""
+    return tuple(dkd_loss(student_logits, teacher_log_probs, y, temperature, *w) for w in ((1.0, 0.0), (0.0, 1.0)))
 
 
 def warmup_factor(epoch: int, warmup: int) -> float:
@@ -95,7 +103,7 @@ def warmup_factor(epoch: int, warmup: int) -> float:
 
 @register_method
 class DKD(Method):
-    """Decoupled KD: returns ``{"ce": ..., "tckd": ..., "nckd": ...}``, already weighted."""
+    """Decoupled KD: returns ``{"ce": ..., "dkd": ...}``, already weighted (the warm-up included)."""
 
     name = "dkd"
     summary = "Decoupled KD (Zhao et al. 2022): ce_weight * CE + alpha * TCKD + beta * NCKD, with warm-up"
@@ -112,5 +120,5 @@ class DKD(Method):
         logits = model(x)
         target = self.teacher_log_probs(x, idx, epoch)
         w = warmup_factor(epoch, p.warmup)
-        tckd, nckd = dkd_terms(logits, target, y, self.cfg.temperature, (w * p.alpha, w * p.beta))
-        return logits, {"ce": p.ce_weight * F.cross_entropy(logits, y), "tckd": tckd, "nckd": nckd}
+        return logits, {"ce": p.ce_weight * F.cross_entropy(logits, y),
+                        "dkd": dkd_loss(logits, target, y, self.cfg.temperature, w * p.alpha, w * p.beta)}
