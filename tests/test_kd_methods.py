@@ -322,3 +322,29 @@ def test_a_killed_fitnet_distillation_resumes_with_its_regressor(tmp_path, digit
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
     resumed, one = Run(tmp_path / "s").checkpoints(), Run(tmp_path / "one").checkpoints()
     assert [c.sha256 for c in resumed] == [c.sha256 for c in one] and len(one) == 3
+
+
+def test_studies_key_cells_by_method_and_fitnet_gets_no_ensembles(tmp_path):
+    """kd and dkd students of one checkpoint never share a key; a fitnet study runs the no-KD and
+    per-checkpoint cells only, and its tables name the method."""
+    from ckptkd.config import StudyConfig
+    from ckptkd.report.study import render_markdown
+    from ckptkd.study import cells as cells_mod
+    from ckptkd.study import run_study
+
+    tiny = {"name": "tiny", "data": {"spec": "digits", "augment": False},
+            "teacher": {"model": "mlp_s", "epochs": 3, "save_every": 1, "batch_size": 64},
+            "student": {"model": "mlp_xs", "epochs": 1, "batch_size": 64}, "info": {"probe_size": 200},
+            "teacher_seeds": [0, 1], "student_seeds": [0], "estimators": ["kde"], "policies": ["best-val"],
+            "snapshot_policies": ["best-val"], "kd": {"method": "fitnet"}}
+    cfg = from_dict(StudyConfig, tiny)
+    results = run_study(cfg, tmp_path / "fitnet", progress=False)
+    assert {r["cell"].split("/")[1] for r in results["students"]} == {"nokd", "ckpt-0001", "ckpt-0002", "ckpt-0003"}
+    assert "distilled with fitnet (ce_weight=1, weight=1)" in render_markdown(results)
+    assert render_markdown(results).count("(students: fitnet (ce_weight=1, weight=1))") == 5  # every table
+    cell = next(c for c in results["students"] if c["group"] == "ckpt")
+    student = cells_mod.Cell(cell["cell"], "student", 0, "ckpt",
+                             (str(tmp_path / "fitnet/cells/teacher/seed0/checkpoints/epoch_0001.safetensors"),))
+    keys = {m: cells_mod.cell_key(student, from_dict(StudyConfig, {**tiny, "kd": {"method": m}}))
+            for m in ("kd", "dkd", "fitnet")}
+    assert len(set(keys.values())) == 3
