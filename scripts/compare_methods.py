@@ -11,6 +11,7 @@ last checkpoint's student, the seed noise, and the Spearman correlation of the c
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ckptkd.report.study import checkpoint_rows, fmt, groups, method_label, noise, spearman
 from ckptkd.study.runner import load_results
@@ -27,6 +28,10 @@ def comparison(studies: list[str]) -> str:
     out = []
     print = out.append  # noqa: A001 - the lines below read as the table they write
     labels = [method_label(r["config"]) for r in results]
+    short = [r["config"]["kd"].get("method", "kd") for r in results]
+    if len(set(labels)) < len(labels):  # one method run twice (another code version): name the folders
+        labels = [f"{m} [{Path(f).name}]" for m, f in zip(labels, studies)]
+        short = [Path(f).name for f in studies]
     print("| checkpoint epoch | teacher test acc | " + " | ".join(f"student, {m}" for m in labels) + " |")
     print("|---|---|" + "---|" * len(labels))
     best = [max(rs, key=lambda r: r["student_mean"]) for rs in rows]
@@ -45,10 +50,10 @@ def comparison(studies: list[str]) -> str:
               f"seed noise {100 * noise(r):.2f}")
     for j in range(1, len(rows)):
         rho = spearman([r["student_mean"] for r in rows[0]], [r["student_mean"] for r in rows[j]])
-        print(f"- Spearman ρ of the curves, {labels[0].split()[0]} vs {labels[j].split()[0]}: {rho:.2f}")
+        print(f"- Spearman ρ of the curves, {short[0]} vs {short[j]}: {rho:.2f}")
     same = len({b["epoch"] for b in best}) == 1
     print(f"- The best checkpoint is {'the same' if same else 'not the same'} under "
-          + ", ".join(m.split()[0] for m in labels) + ": " + ", ".join(f"epoch {b['epoch']}" for b in best) + ".")
+          + ", ".join(short) + ": " + ", ".join(f"epoch {b['epoch']}" for b in best) + ".")
     return "\n".join(out)
 
 

@@ -125,7 +125,10 @@ def methods_section(folders: list[str]) -> str:
         "one method (cell folders are named by checkpoint and seed; cell keys hold the method). Bold: the best "
         "checkpoint's student under that method. docs/distillation.md describes the methods. Its teacher was "
         "trained by the same code as the students; its accuracies differ slightly from the blobs-noisy section "
-        "above, which an earlier version of ckptkd made.", "",
+        "above, which an earlier version of ckptkd made. Every folder after the first was started with a copy of "
+        "the first's cells/teacher, analysis and selection folders (teacher cells are keyed without the method, "
+        "so they count as finished; run alone, its command trains the same teachers). A method listed twice was "
+        "run by two versions of the code; the table names their folders.", "",
         comparison(folders), "",
     ])
 
