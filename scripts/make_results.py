@@ -113,11 +113,11 @@ def methods_section(folders: list[str]) -> str:
     sys.path.insert(0, str(ROOT / "scripts"))
     from compare_methods import comparison
 
+    configs = [json.loads((Path(f) / "results.json").read_text())["config"] for f in folders]
     return "\n".join([
         "## Which checkpoint teaches best, by distillation method", "",
-        "```bash", *[f"ckptkd study configs/studies/{json.loads((Path(f) / 'results.json').read_text())['config']['name']}"
-                     f".yaml --method {json.loads((Path(f) / 'results.json').read_text())['config']['kd']['method']} "
-                     f"--out {f}" for f in folders],
+        "```bash", *[f"ckptkd study configs/studies/{c['name']}.yaml --method {c['kd']['method']} --out {f}"
+                     for c, f in zip(configs, folders)],
         f"python scripts/compare_methods.py {' '.join(folders)}", "```", "",
         "The study config is a cheaper copy of blobs-noisy (fewer student seeds, five policies, one snapshot "
         "policy; its header says which) with the same teacher, so every method's students learn from one "

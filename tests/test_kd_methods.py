@@ -247,7 +247,8 @@ def test_every_method_is_registered_with_kd_first():
 
 
 def test_unknown_method_lists_the_registered_ones():
-    with pytest.raises(CkptkdError, match=r"unknown kd.method 'dkdd' \(did you mean 'dkd'\?\); registered methods: kd, dkd"):
+    with pytest.raises(CkptkdError,
+                       match=r"unknown kd.method 'dkdd' \(did you mean 'dkd'\?\); registered methods: kd, dkd"):
         check_method(KDConfig(method="dkdd"))
 
 
@@ -348,3 +349,15 @@ def test_studies_key_cells_by_method_and_fitnet_gets_no_ensembles(tmp_path):
     keys = {m: cells_mod.cell_key(student, from_dict(StudyConfig, {**tiny, "kd": {"method": m}}))
             for m in ("kd", "dkd", "fitnet")}
     assert len(set(keys.values())) == 3
+
+
+def test_cli_distills_with_dkd_from_the_cache(tmp_path, digits, teacher_model, capsys):
+    from ckptkd.trajectory import Run
+
+    run = Run.create(tmp_path / "t", {}, model="mlp_m", num_classes=10, in_shape=digits.in_shape,
+                     data_fingerprint=digits.fingerprint)
+    ckpt = run.save_checkpoint(teacher_model.state_dict(), 1, {})
+    args = ["distill", "--teacher", str(ckpt.path), "--data", "digits", "--model", "mlp_xs", "--epochs", "1",
+            "--method", "dkd", "--cache-dir", str(tmp_path / "cache"), "--quiet"]
+    assert main([*args, "--out", str(tmp_path / "s")]) == 0
+    assert Run(tmp_path / "s").config["kd"]["method"] == "dkd" and list((tmp_path / "cache").glob("*.npy"))

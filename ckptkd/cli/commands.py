@@ -82,8 +82,8 @@ def distill(args, overrides):
     teacher = Teacher.from_checkpoints(ckpts, data.num_classes, data.in_shape, cfg.kd.combine,
                                        fingerprint=data.fingerprint)
     student = create_model(cfg.student.model, data.num_classes, data.in_shape)  # a bad spec fails before --out exists
-    check_method(cfg.kd).check_models(  # fitnet: teacher and student need the feature API
-        {c.model or str(c.path): m for c, m in zip(ckpts, teacher.members)}, {cfg.student.model: student}, data.in_shape)
+    members = {c.model or str(c.path): m for c, m in zip(ckpts, teacher.members)}
+    check_method(cfg.kd).check_models(members, {cfg.student.model: student}, data.in_shape)  # fitnet: feature API
     device = resolve_device(cfg.device)  # so does a device this machine lacks
     _say(data.augment_line)
     run_, complete = _create_run(args, to_dict(cfg), model=cfg.student.model, num_classes=data.num_classes,

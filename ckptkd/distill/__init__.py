@@ -12,7 +12,8 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from .registry import METHODS, Method, build_method, check_method, describe_method, get_method, method_key, register_method
+from .registry import (METHODS, Method, build_method, check_method, describe_method, get_method, method_key,
+                       register_method)
 
 # each method file registers itself; kd (the default) first, then the others by name
 for _module in sorted((m.name for m in pkgutil.iter_modules(__path__)), key=lambda n: (n != "kd", n)):
