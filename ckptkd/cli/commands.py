@@ -30,20 +30,25 @@ def run(args, overrides):
     from ..pipeline import compression_line, format_table, run_pipeline
 
     cfg = load_config(RunConfig, args.config_file or args.config, overrides)
-    _check_method(cfg, teachers=cfg.select.k)  # before the output folder exists
+    _check_method(cfg, teachers=cfg.select.k, overrides=overrides)  # before the output folder exists
     rows = run_pipeline(cfg, args.out, overwrite=args.overwrite, resume=args.resume, progress=_progress(args), say=_say)
     _say(f"ckptkd run: {cfg.teacher.model} -> {cfg.student.model} on {cfg.data.spec}, seed {cfg.seed}  ({args.out})")
     _say(format_table(rows))
     parallel.on_main(lambda: print(compression_line(args.out)))
 
 
-def _check_method(cfg, teachers: int | None = None) -> None:
-    """``cfg.kd.method`` and its parameters, and for a method that reads features the teacher
-    and student models of ``cfg``: checked before anything is trained or written."""
+def _check_method(cfg, teachers: int | None = None, overrides: dict | None = None, models: bool = True) -> None:
+    """``cfg.kd.method`` and its parameters, a KD flag the method would not read (``--alpha``
+    with dkd), and for a method that reads features the teacher and student models of
+    ``cfg``: checked before anything is trained or written."""
     from ..distill import check_method
 
     method = check_method(cfg.kd, teachers=teachers)
-    if method.needs_features:
+    for key in ("temperature", "alpha", "combine"):
+        if f"kd.{key}" in (overrides or {}) and key not in method.shared:
+            raise CkptkdError(f"--{key} is not read by kd.method {method.name}; set its own parameters in the "
+                              f"config section kd.{method.name} (--config)")
+    if method.needs_features and models:  # distill checks its checkpoints' models itself
         data = load_dataset(cfg.data)
         method.check_models(*({stage.model: create_model(stage.model, data.num_classes, data.in_shape)}
                               for stage in (cfg.teacher, cfg.student)), data.in_shape)
@@ -76,7 +81,7 @@ def distill(args, overrides):
 
     overrides |= {"teachers": args.teachers} | ({"teacher_model": args.teacher_model} if args.teacher_model else {})
     cfg = load_config(DistillConfig, args.config, overrides)
-    check_method(cfg.kd, teachers=len(cfg.teachers))  # an unknown method or bad parameters: before anything else
+    _check_method(cfg, teachers=len(cfg.teachers), overrides=overrides, models=False)  # before anything else
     data = load_dataset(cfg.data)
     ckpts = [open_checkpoint(t, cfg.teacher_model) for t in cfg.teachers]
     teacher = Teacher.from_checkpoints(ckpts, data.num_classes, data.in_shape, cfg.kd.combine,
