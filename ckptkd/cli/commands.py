@@ -32,7 +32,10 @@ def run(args, overrides):
     cfg = load_config(RunConfig, args.config_file or args.config, overrides)
     _check_method(cfg, teachers=cfg.select.k, overrides=overrides)  # before the output folder exists
     rows = run_pipeline(cfg, args.out, overwrite=args.overwrite, resume=args.resume, progress=_progress(args), say=_say)
-    _say(f"ckptkd run: {cfg.teacher.model} -> {cfg.student.model} on {cfg.data.spec}, seed {cfg.seed}  ({args.out})")
+    from ..distill import describe_method
+
+    _say(f"ckptkd run: {cfg.teacher.model} -> {cfg.student.model} on {cfg.data.spec}, seed {cfg.seed}, "
+         f"distilled with {describe_method(cfg.kd)}  ({args.out})")
     _say(format_table(rows))
     parallel.on_main(lambda: print(compression_line(args.out)))
 
@@ -74,7 +77,7 @@ def train(args, overrides):
 
 def distill(args, overrides):
     from .. import parallel
-    from ..distill import check_method, distill as distill_model
+    from ..distill import check_method, describe_method, distill as distill_model
     from ..teacher import Teacher
     from ..train import resolve_device
     from ..trajectory import open_checkpoint
@@ -100,7 +103,7 @@ def distill(args, overrides):
         {"path": str(c.path.resolve()), "sha256": c.sha256, "model": c.model} for c in ckpts]))
     _, rec = distill_model(data, cfg.student, teacher, cfg.kd, seed=cfg.seed, device=device,
                            run=run_, progress=_progress(args), cache_dir=args.cache_dir, resume=args.resume)
-    _say(f"{args.out}: student test acc {100 * rec['test_acc']:.2f}%")
+    _say(f"{args.out}: student test acc {100 * rec['test_acc']:.2f}% ({describe_method(cfg.kd)})")
 
 
 def _create_run(args, config: dict, **make):
