@@ -1,5 +1,6 @@
 """Distillation epoch time: with the teacher cache, against plain cross-entropy and against
-recomputing every teacher on every batch (the official code's loop).
+recomputing every teacher on every batch (the official code's loop); and Decoupled KD
+(``--method dkd``'s loss, ``ckptkd.distill.dkd``) from the same cache against cross-entropy.
 
 Each ratio is a duel run in this one process: the two sides train a fresh student for
 ``--epochs`` epochs each with ``fit`` (per-epoch test evaluation included, the same for
@@ -15,6 +16,7 @@ here for a few epochs and saved as checkpoints, so the cache is keyed and read a
     python benchmarks/bench_distill.py --teacher cnn1d_m --student cnn1d_s
 
 Also checks that the cached and the recomputed student of the last round are identical.
+The DKD/CE duel runs in the same process, after KD's, with ``--dkd-rounds`` rounds.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from ckptkd import KD, CrossEntropy, DataConfig, KDConfig, Run, StageConfig, Teacher, fit, load_dataset, train
+from ckptkd.distill import DKD
 from ckptkd.teacher_cache import TeacherCache
 from ckptkd.train import build_model
 
@@ -69,7 +72,9 @@ def bench(data, ckpts, args, cache_dir: Path) -> dict:
     wall, cpu = time.perf_counter(), time.process_time()
     cache = TeacherCache.build(cache_dir, teacher, data, kd.temperature, views=args.epochs)
     build = {"cpu": time.process_time() - cpu, "wall": time.perf_counter() - wall}
-    sides = {"ce": CrossEntropy, "cache": lambda: KD(teacher, kd, cache), "recompute": lambda: KD(teacher, kd)}
+    dkd = dataclasses.replace(kd, method="dkd")
+    sides = {"ce": CrossEntropy, "cache": lambda: KD(teacher, kd, cache), "recompute": lambda: KD(teacher, kd),
+             "dkd": lambda: DKD(teacher, dkd, cache)}
     students = {}
 
     def duel(a: str, b: str, rounds: int) -> dict:
@@ -91,11 +96,16 @@ def bench(data, ckpts, args, cache_dir: Path) -> dict:
     # teacher-heavy recompute side starts with cold CPU caches, which would bias CE vs cache
     vs_ce = duel("ce", "cache", args.rounds)
     vs_recompute = duel("cache", "recompute", max(3, args.rounds // 3))  # a 4-10x ratio needs fewer rounds
+    # callers that build their own args (scripts/gpu_check.py) and name no dkd_rounds skip DKD
+    dkd_rounds = getattr(args, "dkd_rounds", None)
+    dkd_vs_ce = duel("ce", "dkd", dkd_rounds or args.rounds) if dkd_rounds is not None else None
     a, b = students["cache"].state_dict(), students["recompute"].state_dict()
     return {"k": len(ckpts), "identical": all(torch.equal(a[n], b[n]) for n in a),
             **{clock: {"build": build[clock], "ce": vs_ce[clock]["ce"], "cache": vs_ce[clock]["cache"],
                        "cache/ce": vs_ce[clock]["ratio"], "cache_2": vs_recompute[clock]["cache"],
-                       "recompute": vs_recompute[clock]["recompute"], "recompute/cache": vs_recompute[clock]["ratio"]}
+                       "recompute": vs_recompute[clock]["recompute"], "recompute/cache": vs_recompute[clock]["ratio"],
+                       **({"ce_3": dkd_vs_ce[clock]["ce"], "dkd": dkd_vs_ce[clock]["dkd"],
+                           "dkd/ce": dkd_vs_ce[clock]["ratio"]} if dkd_vs_ce else {})}
                for clock in CLOCKS}}
 
 
@@ -107,6 +117,7 @@ def main():
     p.add_argument("--epochs", type=int, default=3, help="epochs per timed student (and views cached)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--rounds", type=int, default=15, help="rounds of CE vs cache (a third of them: vs recompute)")
+    p.add_argument("--dkd-rounds", type=int, default=0, help="rounds of CE vs DKD from the cache (0: --rounds)")
     p.add_argument("--teacher-epochs", type=int, default=4, help="teacher training epochs (>= 4: the ensemble)")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
@@ -134,6 +145,12 @@ def main():
             print(f"{row['k']:>8} {r['ce']:>8.4f} {r['cache']:>8.4f} {r['cache/ce']:>9.3f} | "
                   f"{r['cache_2']:>8.4f} {r['recompute']:>10.4f} {r['recompute/cache']:>15.2f}x | "
                   f"{r['build']:>7.2f} {incl_build(1):>21.2f}x {incl_build(10):>10.2f}x")
+    for clock in CLOCKS:
+        print(f"\n{clock} seconds per epoch, DKD (kd.dkd defaults) from the same cache, its own duel against CE")
+        print(f"{'teachers':>8} {'CE':>8} {'DKD':>8} {'DKD/CE':>9} | {'KD cache/CE (above)':>20}")
+        for row in rows:
+            r = row[clock]
+            print(f"{row['k']:>8} {r['ce_3']:>8.4f} {r['dkd']:>8.4f} {r['dkd/ce']:>9.3f} | {r['cache/ce']:>20.3f}")
     print(f"\ncached student identical to recomputed student: {', '.join(str(r['identical']) for r in rows)}")
     print(f"load after: {os.getloadavg()[0]:.2f}")
 

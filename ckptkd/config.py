@@ -56,12 +56,39 @@ class StageConfig:
 
 
 @dataclass
-class KDConfig:
-    """Hinton KD: alpha * CE + (1 - alpha) * T^2 * KL(softmax(t/T) || softmax(s/T))."""
+class DKDParams:
+    """Method ``dkd``'s own parameters (config section ``kd.dkd``; see ``ckptkd.distill.dkd``).
 
-    temperature: float = 4.0
-    alpha: float = 0.1
+    The defaults are the official code's CIFAR-100 settings (mdistiller, configs/cifar100/dkd).
+    """
+
+    ce_weight: float = 1.0  # weight of the cross-entropy term (kd.alpha is Hinton KD's, unused here)
+    alpha: float = 1.0  # weight of TCKD, the target-vs-rest binary term
+    beta: float = 8.0  # weight of NCKD, the term among the non-target classes
+    warmup: int = 20  # epochs over which the DKD term ramps up linearly, min(epoch / warmup, 1) (0: none)
+
+
+@dataclass
+class FitNetParams:
+    """Method ``fitnet``'s own parameters (``kd.fitnet``; see ``ckptkd.distill.fitnet``)."""
+
+    ce_weight: float = 1.0  # weight of the cross-entropy term
+    weight: float = 1.0  # weight of the hint term, MSE(regressor(F_student), F_teacher)
+
+
+@dataclass
+class KDConfig:
+    """How a student learns from its teacher: ``method`` (a registered distillation method,
+    ``ckptkd.distill.registry``) and the settings the methods share; a method's own parameters
+    live in the section of its name (``kd.dkd.beta``). The default is Hinton KD:
+    alpha * CE + (1 - alpha) * T^2 * KL(softmax(t/T) || softmax(s/T))."""
+
+    method: str = "kd"  # kd | dkd | fitnet, or any registered method (`ckptkd methods`)
+    temperature: float = 4.0  # of the teacher's target (every logit method)
+    alpha: float = 0.1  # method kd: the weight of cross-entropy
     combine: str = "logits"  # how an ensemble teacher combines members: logits | probs
+    dkd: DKDParams = field(default_factory=DKDParams)
+    fitnet: FitNetParams = field(default_factory=FitNetParams)
 
 
 @dataclass

@@ -1,7 +1,9 @@
 """The training loop: one function, read top to bottom.
 
-The loss comes from a *method* object (``CrossEntropy`` here, ``KD`` in ``ckptkd.distill``)
-that returns its losses as a dict; the loop sums them. Teacher training, distillation and
+The loss comes from a *method* object (``CrossEntropy`` here, the distillation methods in
+``ckptkd.distill``) that returns its losses as a dict; the loop sums them. A method with
+parameters of its own (``method.extra``, FitNets' regressor) has them optimised, saved and
+resumed with the model's. Teacher training, distillation and
 the no-KD baseline all run through ``fit``.
 """
 from __future__ import annotations
@@ -106,7 +108,11 @@ def fit(model: nn.Module, method, data: Dataset, stage: StageConfig, *, seed: in
         run, progress = None, False
     if run is not None:  # what the run saw, as resolved from data.augment (a config says only "default")
         run.note(augment=data.augment.name, augment_why=data.augment_why)
-    opt = torch.optim.SGD(model.parameters(), lr=stage.lr, momentum=stage.momentum,
+    extra = getattr(method, "extra", None)  # a method's own trainable module (a regressor), trained alongside
+    if extra is not None:
+        extra.to(device)
+    params = list(model.parameters()) + (list(extra.parameters()) if extra is not None else [])
+    opt = torch.optim.SGD(params, lr=stage.lr, momentum=stage.momentum,
                           nesterov=stage.nesterov and stage.momentum > 0, weight_decay=stage.weight_decay)
     n = len(data.x_train)
     kept = parallel.keep_samples(n, stage.batch_size, world)  # a last batch of 1 breaks BatchNorm
@@ -116,6 +122,8 @@ def fit(model: nn.Module, method, data: Dataset, stage: StageConfig, *, seed: in
     start, step, record = 1, 0, {}
     if state is not None:
         model.load_state_dict(state["model"])
+        if extra is not None:
+            extra.load_state_dict(state["extra"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         order.set_state(state["order"])
@@ -125,6 +133,8 @@ def fit(model: nn.Module, method, data: Dataset, stage: StageConfig, *, seed: in
     bar = tqdm(range(start, stage.epochs + 1), desc=desc, disable=not progress, leave=False, dynamic_ncols=True)
     for epoch in bar:
         model.train()
+        if extra is not None:
+            extra.train()
         t0 = time.perf_counter()
         # views depend on the data's seed, not the model's: every student of a study sees the
         # same augmented samples, so teacher outputs for them can be computed once and shared
@@ -170,7 +180,8 @@ def fit(model: nn.Module, method, data: Dataset, stage: StageConfig, *, seed: in
                 run.save_checkpoint(model.state_dict(), epoch, record)
                 run.save_state({"model": model.state_dict(), "optimizer": opt.state_dict(),
                                 "scheduler": sched.state_dict(), "order": order.get_state(),
-                                "epoch": epoch, "step": step, "record": record})
+                                "epoch": epoch, "step": step, "record": record}
+                               | ({"extra": extra.state_dict()} if extra is not None else {}))
     return record
 
 

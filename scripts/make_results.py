@@ -4,7 +4,8 @@
         --rerun runs/studies/mnist1d-noisy-first runs/studies/mnist1d-noisy-rerun
 
 ``--rerun A B`` compares an earlier run A of a study with B, the run shown in the tables, and
-reports how many cells agree exactly.
+reports how many cells agree exactly. ``--methods A B ...`` (last) adds the student-vs-checkpoint
+curves of one study under several distillation methods (``scripts/compare_methods.py``).
 
 The reading of each study is generated from the same numbers (which teacher won, by how much,
 against what seed noise); the hand-written text lives in docs/results_intro.md and
@@ -107,7 +108,36 @@ def rerun_section(a: Path, b: Path) -> str:
     ])
 
 
+def methods_section(folders: list[str]) -> str:
+    """One study under several ``kd.method``s: which checkpoint teaches best under each."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from compare_methods import comparison
+
+    configs = [json.loads((Path(f) / "results.json").read_text())["config"] for f in folders]
+    return "\n".join([
+        "## Which checkpoint teaches best, by distillation method", "",
+        "```bash", *[f"ckptkd study configs/studies/{c['name']}.yaml --method {c['kd']['method']} --out {f}"
+                     for c, f in zip(configs, folders)],
+        f"python scripts/compare_methods.py {' '.join(folders)}", "```", "",
+        "The study config is a cheaper copy of blobs-noisy (fewer student seeds, five policies, one snapshot "
+        "policy; its header says which) with the same teacher, so every method's students learn from one "
+        "trajectory; kd.dkd.warmup is the official warm-up scaled to this student's schedule. Each folder holds "
+        "one method (cell folders are named by checkpoint and seed; cell keys hold the method). Bold: the best "
+        "checkpoint's student under that method. docs/distillation.md describes the methods. Its teacher was "
+        "trained by the same code as the students; its accuracies differ slightly from the blobs-noisy section "
+        "above, which an earlier version of ckptkd made. Every folder after the first was started with a copy of "
+        "the first's cells/teacher, analysis and selection folders (teacher cells are keyed without the method, "
+        "so they count as finished; run alone, its command trains the same teachers). A method listed twice was "
+        "run by two versions of the code; the table names their folders.", "",
+        comparison(folders), "",
+    ])
+
+
 def main(folders: list[str]) -> None:
+    methods = []
+    if "--methods" in folders:
+        i = folders.index("--methods")
+        methods, folders = folders[i + 1:], folders[:i]
     rerun = None
     if "--rerun" in folders:
         i = folders.index("--rerun")
@@ -117,6 +147,8 @@ def main(folders: list[str]) -> None:
     body = "\n".join(section(Path(f)) for f in folders)
     if rerun:
         body += "\n" + rerun_section(*rerun)
+    if methods:
+        body += "\n" + methods_section(methods)
     cmd = "python scripts/make_results.py " + " ".join(sys.argv[1:])
     text = f"{intro}\nThis file was written by `{cmd}`.\n\n{body}\n{outro}"
     (ROOT / "docs" / "results.md").write_text(text)

@@ -352,7 +352,7 @@ def test_run_resume_of_a_finished_run_trains_nothing(finished_pipeline, capsys, 
 
     # ``ckptkd.train`` is also the name of a function, so reach the modules through sys.modules
     monkeypatch.setattr(sys.modules["ckptkd.train"], "fit", no_training)
-    monkeypatch.setattr(sys.modules["ckptkd.distill"], "fit", no_training)
+    monkeypatch.setattr(sys.modules["ckptkd.distill.api"], "fit", no_training)
     code, again, _ = ckptkd(capsys, "run", root / "run.yaml", "--out", root / "a", "--resume", "--quiet")
     assert code == 0
     assert table(again) == table(stdout)

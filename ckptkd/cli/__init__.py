@@ -63,6 +63,11 @@ def _out_flags(p, default=None):
     p.add_argument("--resume", action="store_true", help="continue the run in --out (same config)")
 
 
+def _method_flag(p):
+    p.add_argument("--method", dest="kd.method", help="distillation method: kd (default), dkd, fitnet or any of "
+                   "`ckptkd methods`; its parameters are the config section kd.<method> (kd.dkd.beta)")
+
+
 def _info_flags(p):
     g = p.add_argument_group("information estimates (config section 'info')")
     g.add_argument("--estimator", dest="info.estimator", help="kde (default), renyi, categorical or binning")
@@ -115,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-every", type=int, dest="teacher.save_every")
     p.add_argument("--temperature", type=float, dest="kd.temperature")
     p.add_argument("--alpha", type=float, dest="kd.alpha", help="weight of the cross-entropy term")
+    _method_flag(p)
     _info_flags(p)
 
     p = sub.add_parser("train", help="train a model, keeping its checkpoint trajectory")
@@ -132,8 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="teacher checkpoint file; repeat for an ensemble")
     p.add_argument("--teacher-model", dest="teacher_model", help="architecture of foreign teacher checkpoints")
     p.add_argument("--temperature", type=float, dest="kd.temperature", help="KD temperature T (default 4)")
-    p.add_argument("--alpha", type=float, dest="kd.alpha", help="weight of the cross-entropy term (default 0.1)")
+    p.add_argument("--alpha", type=float, dest="kd.alpha", help="method kd: weight of the cross-entropy term (default 0.1)")
     p.add_argument("--combine", dest="kd.combine", help="ensemble rule: logits (default) or probs")
+    _method_flag(p)
     p.add_argument("--cache-dir", dest="cache_dir", metavar="DIR",
                    help="teacher-output cache: compute the teacher's outputs once into DIR and reuse them "
                         "for every student of the same teacher and data (same result, no teacher forward per batch)")
@@ -174,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="torch threads per cell (default 1)")
     _budget_flag(p, dest="budget")
     _augment_flag(p)
+    _method_flag(p)
     p.add_argument("--device", dest="device", help="auto, cpu or cuda[:N]")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -196,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("models", help="list the registered architectures")
     sub.add_parser("policies", help="list the registered selection policies")
+    sub.add_parser("methods", help="list the registered distillation methods")
     return parser
 
 

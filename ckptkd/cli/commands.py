@@ -31,10 +31,31 @@ def run(args, overrides):
     from ..pipeline import compression_line, format_table, run_pipeline, verdict_lines
 
     cfg = load_config(RunConfig, args.config_file or args.config, overrides)
+    _check_method(cfg, teachers=cfg.select.k, overrides=overrides)  # before the output folder exists
     rows = run_pipeline(cfg, args.out, overwrite=args.overwrite, resume=args.resume, progress=_progress(args), say=_say)
-    _say(f"ckptkd run: {cfg.teacher.model} -> {cfg.student.model} on {cfg.data.spec}, seed {cfg.seed}  ({args.out})")
+    from ..distill import describe_method
+
+    _say(f"ckptkd run: {cfg.teacher.model} -> {cfg.student.model} on {cfg.data.spec}, seed {cfg.seed}, "
+         f"distilled with {describe_method(cfg.kd)}  ({args.out})")
     _say(format_table(rows))
     parallel.on_main(lambda: print("\n".join(verdict_lines(args.out) + [compression_line(args.out)])))
+
+
+def _check_method(cfg, teachers: int | None = None, overrides: dict | None = None, models: bool = True) -> None:
+    """``cfg.kd.method`` and its parameters, a KD flag the method would not read (``--alpha``
+    with dkd), and for a method that reads features the teacher and student models of
+    ``cfg``: checked before anything is trained or written."""
+    from ..distill import check_method
+
+    method = check_method(cfg.kd, teachers=teachers)
+    for key in ("temperature", "alpha", "combine"):
+        if f"kd.{key}" in (overrides or {}) and key not in method.shared:
+            raise CkptkdError(f"--{key} is not read by kd.method {method.name}; set its own parameters in the "
+                              f"config section kd.{method.name} (--config)")
+    if method.needs_features and models:  # distill checks its checkpoints' models itself
+        data = load_dataset(cfg.data)
+        method.check_models(*({stage.model: create_model(stage.model, data.num_classes, data.in_shape)}
+                              for stage in (cfg.teacher, cfg.student)), data.in_shape)
 
 
 def train(args, overrides):
@@ -58,18 +79,21 @@ def train(args, overrides):
 
 def distill(args, overrides):
     from .. import parallel
-    from ..distill import distill as distill_model
+    from ..distill import check_method, describe_method, distill as distill_model
     from ..teacher import Teacher
     from ..train import resolve_device
     from ..trajectory import open_checkpoint
 
     overrides |= {"teachers": args.teachers} | ({"teacher_model": args.teacher_model} if args.teacher_model else {})
     cfg = load_config(DistillConfig, args.config, overrides)
+    _check_method(cfg, teachers=len(cfg.teachers), overrides=overrides, models=False)  # before anything else
     data = load_dataset(cfg.data)
     ckpts = [open_checkpoint(t, cfg.teacher_model) for t in cfg.teachers]
     teacher = Teacher.from_checkpoints(ckpts, data.num_classes, data.in_shape, cfg.kd.combine,
                                        fingerprint=data.fingerprint)
-    create_model(cfg.student.model, data.num_classes, data.in_shape)  # a bad model spec fails before --out exists
+    student = create_model(cfg.student.model, data.num_classes, data.in_shape)  # a bad spec fails before --out exists
+    members = {c.model or str(c.path): m for c, m in zip(ckpts, teacher.members)}
+    check_method(cfg.kd).check_models(members, {cfg.student.model: student}, data.in_shape)  # fitnet: feature API
     device = resolve_device(cfg.device)  # so does a device this machine lacks
     _say(data.augment_line)
     run_, complete = _create_run(args, to_dict(cfg), model=cfg.student.model, num_classes=data.num_classes,
@@ -82,7 +106,7 @@ def distill(args, overrides):
     with _noting_unreadable_images(run_):
         _, rec = distill_model(data, cfg.student, teacher, cfg.kd, seed=cfg.seed, device=device,
                                run=run_, progress=_progress(args), cache_dir=args.cache_dir, resume=args.resume)
-    _say(f"{args.out}: student test acc {100 * rec['test_acc']:.2f}%")
+    _say(f"{args.out}: student test acc {100 * rec['test_acc']:.2f}% ({describe_method(cfg.kd)})")
 
 
 def _create_run(args, config: dict, **make):
@@ -295,6 +319,16 @@ def policies(args, overrides):
         print(f"{name:<{width}}  {p.summary}{needs}{default}")
 
 
+def methods(args, overrides):
+    from ..config import KDConfig
+    from ..distill import METHODS
+
+    width = max(len(n) for n in METHODS)
+    for name, m in METHODS.items():
+        default = "  (default)" if name == KDConfig().method else ""
+        print(f"{name:<{width}}  {m.summary}{default}")
+
+
 def study(args, overrides):
     from .. import parallel
     from ..config import StudyConfig
@@ -303,6 +337,7 @@ def study(args, overrides):
     from ..train import resolve_device
 
     cfg = load_config(StudyConfig, args.config_file, overrides)
+    _check_method(cfg)  # before the study folder exists
     out = Path(args.out or Path("runs") / "studies" / cfg.name)
     for flag, value in (("--jobs", args.jobs), ("--threads", args.threads)):
         if value < 1:

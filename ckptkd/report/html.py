@@ -333,7 +333,7 @@ def render_study(folder: Path) -> str:
 
 def _study_page(results: dict) -> str:
     from ..config import SelectConfig
-    from .study import (checkpoint_rows, describe, plot_study, table_ensembles, table_intermediate, table_selection,
+    from .study import (checkpoint_rows, describe, method_label, plot_study, table_ensembles, table_intermediate, table_selection,
                         table_terms, verdict_line, verdicts)
 
     cfg = results["config"]
@@ -361,7 +361,7 @@ def _study_page(results: dict) -> str:
     parts.append(section("plots", plots, extra))
     for key, (title, columns) in _study_tables().items():
         mark = (lambda r: r["policy"] == default) if key == "selection" else None
-        parts.append(section(title, table(tables[key], columns, mark=mark)))
+        parts.append(section(f"{title}; students: {method_label(cfg)}", table(tables[key], columns, mark=mark)))
     parts.append(section("configuration (results.json)", tag("pre", esc(json.dumps(cfg, indent=2)))))
     return page(f"ckptkd report: study {cfg['name']}", subtitle, parts)
 

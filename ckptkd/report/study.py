@@ -245,10 +245,20 @@ SELECTION_COLUMNS = [("policy", "policy"), ("pick", "epoch"), ("student acc", "s
                      ("k-pick (k = ensemble_size)", "k2_pick"), ("its student", "k2_student")]
 
 
+def method_label(cfg: dict) -> str:
+    """The study's distillation method and its parameters, ``dkd (T=4, ce_weight=1, ...)``;
+    a study from before methods were registered distilled with ``kd``."""
+    from ..config import KDConfig, from_dict
+    from ..distill.registry import describe_method
+
+    return describe_method(from_dict(KDConfig, cfg.get("kd") or {}, "kd"))
+
+
 def describe(cfg: dict) -> str:
     noisy = cfg["data"].get("label_noise")
     return (f"{cfg['teacher']['model']} → {cfg['student']['model']} on `{cfg['data']['spec']}`"
-            f"{' with ' + str(int(round(100 * noisy))) + '% flipped labels' if noisy else ''}")
+            f"{' with ' + str(int(round(100 * noisy))) + '% flipped labels' if noisy else ''}, "
+            f"distilled with {method_label(cfg)}")
 
 
 def verdict_line(v: dict) -> str:
@@ -264,23 +274,25 @@ def render_markdown(results: dict) -> str:
     cfg = results["config"]
     selection = table_selection(results)
     failed = [r for r in selection if "error" in r]
+    by = f"(students: {method_label(cfg)})"  # every table names the method its students learnt with
     parts = [
         f"**{cfg['name']}**: {describe(cfg)}; {len(cfg['student_seeds'])} student seeds, accuracies on the test split "
         "in %, mean ± std.",
-        "", "*Full teacher vs intermediate teacher*", "",
+        "", f"*Full teacher vs intermediate teacher* {by}", "",
         _md(table_intermediate(results), [("teacher", "teacher"), ("epoch", "epoch"), ("teacher acc", "teacher_acc"),
                                           ("student acc", "student"), ("Δ vs full teacher's student", "delta_vs_full")]),
-        "", "*Full ensemble vs snapshot ensembles and trajectory averages*", "",
+        "", f"*Full ensemble vs snapshot ensembles and trajectory averages* {by}", "",
         _md(table_ensembles(results), [("teacher", "ensemble"), ("epochs", "epochs"), ("ensemble acc", "ensemble_acc"),
                                        ("student acc", "student")]),
         "", "*Selection: which checkpoint each policy picks* (regret = best checkpoint's student − the pick's; "
-            "cost in full distillations)", "",
+            f"cost in full distillations) {by}", "",
         _md([r for r in selection if "error" not in r], SELECTION_COLUMNS),
         *([""] + [f"- {r['policy']} did not run: {r['error']}" for r in failed] if failed else []),
-        "", "*Information terms and the test-accuracy oracle, as rules* (for reading; no policy reads the test split)", "",
+        "", f"*Information terms and the test-accuracy oracle, as rules* (for reading; no policy reads the test split) "
+            f"{by}", "",
         _md(table_terms(results), [("rule", "rule"), ("epoch", "epoch"), ("student acc", "student"),
                                    ("regret", "regret"), ("Spearman ρ (score vs student)", "spearman")]),
-        "", "*Every checkpoint of the trajectory*", "",
+        "", f"*Every checkpoint of the trajectory* {by}", "",
         _md(checkpoint_rows(results), [("epoch", "epoch"), ("teacher train acc", "teacher_train_acc"),
                                        ("teacher val acc", "teacher_val_acc"), ("teacher test acc", "teacher_acc"),
                                        ("I(X;F)", "ixf"), ("I(Y;F)", "iyf"), ("score", "score"),
@@ -296,8 +308,11 @@ def write_tables(results: dict, root: Path) -> list[Path]:
     tables = {"intermediate": table_intermediate(results), "ensembles": table_ensembles(results),
               "selection": [r for r in table_selection(results) if "error" not in r], "terms": table_terms(results),
               "checkpoints": checkpoint_rows(results)}
+    method = method_label(results["config"])
+    tables = {name: [{"method": method, **r} for r in rows] for name, rows in tables.items()}
     atomic_write(root / "tables.md", render_markdown(results).encode())
-    atomic_write(root / "tables.json", (json.dumps({**tables, "verdicts": verdicts(results)}, indent=2) + "\n").encode())
+    atomic_write(root / "tables.json", (json.dumps({**tables, "verdicts": {"method": method, **verdicts(results)}},
+                                                   indent=2) + "\n").encode())
     paths = [root / "tables.md", root / "tables.json"]
     for name, rows in tables.items():
         buf = io.StringIO()

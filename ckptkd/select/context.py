@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from ..config import InfoConfig, KDConfig, ProxyConfig, SelectConfig, StageConfig
 from ..data import Dataset
+from ..distill.registry import method_key
 from ..errors import CkptkdError
 from ..io import read_json, sha256_file, write_json
 from ..trajectory import Checkpoint, load_model
@@ -130,7 +131,7 @@ class SelectionContext:
             raise CkptkdError(f"{who} does not run under torchrun; run the selection in one process")
         stage = proxy_stage(self.student, proxy_cfg)
         kd = self.kd or KDConfig()
-        settings = {"stage": dataclasses.asdict(stage), "kd": dataclasses.asdict(kd),
+        settings = {"stage": dataclasses.asdict(stage), "kd": method_key(kd),
                     "proxy": dataclasses.asdict(proxy_cfg), "seed": self.seed}
 
         def compute() -> dict:

@@ -18,6 +18,7 @@ from pathlib import Path
 from .. import parallel
 from ..config import DataConfig, StageConfig, StudyConfig, from_dict
 from ..data import Dataset, load_dataset
+from ..distill.registry import method_key
 from ..io import read_json, write_json
 from ..trajectory import Run, open_checkpoint
 
@@ -34,13 +35,17 @@ class Cell:
 
 def cell_key(cell: Cell, cfg: StudyConfig) -> str:
     """What decides the cell's outcome: the data by content (arrays, labels, splits) and the
-    augmentation it resolves to, the stage, the KD settings and the teachers' weights."""
+    augmentation it resolves to, the stage, the KD settings and the teachers' weights.
+
+    The KD settings are ``method_key``: the method's name and parameters (so students of kd
+    and dkd never share a key), and for ``kd`` exactly the fields keyed before methods were
+    registered, so the cells of existing studies stay finished."""
     stage = cfg.teacher if cell.kind == "teacher" else cfg.student
     data = _data(cfg.data)
     parts = {"cell": {k: v for k, v in asdict(cell).items() if k != "teachers"},
              "data": {"fingerprint": data.fingerprint, "view_seed": data.view_seed,
                       "augment": {k: getattr(data.augment, k) for k in ("shift", "flip", "noise")}},
-             "stage": asdict(stage), "kd": asdict(cfg.kd) if cell.teachers else None,
+             "stage": asdict(stage), "kd": method_key(cfg.kd) if cell.teachers else None,
              "teacher_sha256": [open_checkpoint(t).sha256 for t in cell.teachers], "format": 3}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from .. import parallel
 from ..config import SelectConfig, StudyConfig, check, checks, one_of, to_dict
+from ..distill.registry import check_method, get_method
 from ..errors import CkptkdError, closest
 from ..info.analyze import analyze
 from ..info.registry import ESTIMATORS
@@ -128,7 +129,8 @@ def student_cells(cfg: StudyConfig, root: Path, picks: dict[str, dict]) -> list[
     Groups: no KD; every checkpoint; the full ensemble of independent runs; the snapshot
     ensembles of ``snapshot_policies`` (and the paper's halfway + last); and two
     trajectory-average teachers, the mean probabilities of all checkpoints and of the
-    later half (Filter-KD's time-averaged predictions, taken over saved checkpoints).
+    later half (Filter-KD's time-averaged predictions, taken over saved checkpoints). A
+    method that learns from one teacher only (``Method.single_teacher``) gets the first two.
     """
     runs = [Run(root / "cells" / c.id) for c in teacher_cells(cfg)]
     trajectory = runs[0].checkpoints()
@@ -137,6 +139,9 @@ def student_cells(cfg: StudyConfig, root: Path, picks: dict[str, dict]) -> list[
     by_epoch = {c.epoch: c for c in trajectory}
     groups: list[tuple[str, str, list, str]] = [("nokd", "nokd", [], "")]
     groups += [(f"ckpt-{c.epoch:04d}", "ckpt", [c], "") for c in trajectory]
+    if get_method(cfg.kd.method).single_teacher:  # a method that refuses ensembles (fitnet) gets no ensemble cells
+        return [Cell(f"student/{name}/seed{s}", "student", s, group, tuple(str(c.path) for c in ckpts), combine)
+                for name, group, ckpts, combine in groups for s in cfg.student_seeds]
     groups.append(("ens-full", "ens-full", [r.checkpoints()[-1] for r in runs[: cfg.ensemble_size]], ""))
     snapshots = {tuple(p["ensemble"]) for name, p in picks.items() if "ensemble" in p and name in cfg.snapshot_policies}
     snapshots.add((halfway(trajectory).epoch, last(trajectory).epoch))
@@ -212,6 +217,7 @@ def run_study(cfg: StudyConfig, root: str | Path, *, jobs: int = 1, device: str 
 
 
 def _run_study(cfg: StudyConfig, root: Path, jobs: int, device: str, progress: bool, threads: int) -> dict:
+    check_method(cfg.kd)  # an unknown method or bad parameters fail before the study folder is touched
     w = parallel.world()
     if w.distributed and jobs > 1:
         raise CkptkdError(f"--jobs {jobs} cannot be combined with torchrun: under torchrun the ranks share each "
