@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import torch
 
-from ..base import Policy, register
-from ..trainset import one_se_scores, require_trajectory
-from .memorisation import early_checkpoints, target_credit
+from ..base import register
+from .memorisation import AUMFit, early_checkpoints
 
 
 def confident_joint(probs: torch.Tensor, y: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -56,7 +55,7 @@ def confident_flags(ckpts, ctx) -> tuple[torch.Tensor, float]:
 
 
 @register
-class CLFit(Policy):
+class CLFit(AUMFit):
     """``aum-fit``'s score with the suspect labels found by confident learning.
 
     A negative margin flags hard samples as readily as flipped ones, and on clean but hard
@@ -80,20 +79,5 @@ class CLFit(Policy):
     name, needs = "cl-fit", ("train",)
     summary = "aum-fit with confident learning's flags (tells hard clean samples from flipped labels)"
 
-    def credits(self, ckpts, ctx) -> list[torch.Tensor]:
-        require_trajectory(ckpts, f"policy {self.name}")
-        suspect, _ = confident_flags(ckpts, ctx)
-        y = ctx.data.y_train
-        return [target_credit(ctx.train_outputs(c)["logits"], y, suspect) for c in ckpts]
-
-    def scores(self, ckpts, ctx):
-        return one_se_scores(self.credits(ckpts, ctx))
-
-    def cost_s(self, ckpts, ctx):
-        return sum(ctx.train_outputs(c)["wall_s"] for c in ckpts)
-
-    def evidence(self, ckpts, ctx):
-        from ..confidence import Evidence
-
-        return Evidence(self.credits(ckpts, ctx), "points of estimated training-target correctness",
-                        "training samples", scale=100.0)
+    def suspects(self, ckpts, ctx) -> torch.Tensor:
+        return confident_flags(ckpts, ctx)[0]

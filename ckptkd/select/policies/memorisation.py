@@ -71,9 +71,13 @@ class AUMFit(Policy):
 
     def credits(self, ckpts, ctx) -> list[torch.Tensor]:
         require_trajectory(ckpts, f"policy {self.name}")
-        suspect = suspect_labels(ckpts, ctx)
+        suspect = self.suspects(ckpts, ctx)
         y = ctx.data.y_train
         return [target_credit(ctx.train_outputs(c)["logits"], y, suspect) for c in ckpts]
+
+    def suspects(self, ckpts, ctx) -> torch.Tensor:
+        """The training samples whose label the early trajectory doubts (a bool mask)."""
+        return suspect_labels(ckpts, ctx)
 
     def scores(self, ckpts, ctx):
         return one_se_scores(self.credits(ckpts, ctx))
