@@ -19,7 +19,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ..config import KDConfig
+from ..config import KDConfig, checks
 from ..errors import CkptkdError, closest
 
 
@@ -101,6 +101,13 @@ def check_method(cfg: KDConfig, *, teachers: int | None = None) -> type[Method]:
                           f"{teachers} checkpoints; use one checkpoint, or a logit method ("
                           + ", ".join(n for n, m in METHODS.items() if not m.single_teacher) + ")")
     return method
+
+
+@checks(KDConfig)
+def _check_names(cfg: KDConfig) -> None:
+    """Every config that holds a ``kd`` section is read with its method checked (the way
+    policies and estimators check their names), not only where a command remembers to."""
+    check_method(cfg)
 
 
 def build_method(cfg: KDConfig, teacher, cache=None, *, student: nn.Module | None = None, data=None) -> Method:
