@@ -111,6 +111,15 @@ MUTATIONS = [
     Mutation("proxy-full-short", "proxy-full's students stop early, as proxy's do (the bias it exists to avoid)",
              "ckptkd/select/policies/proxy.py", "epoch_fraction=1.0, data_fraction=1.0 / max(1, len(ckpts))",
              "epoch_fraction=0.2, data_fraction=1.0 / max(1, len(ckpts))", ("tests/test_select.py",)),
+    Mutation("ray-worker-reads-study", "a Ray cell reads its teachers from the driver's study folder (needs a shared disk)",
+             "ckptkd/study/shipping.py", 'node_folder("teacher-cache"), tuple(readable))', 'node_folder("teacher-cache"))',
+             ("tests/test_ray_executor.py::test_ray_gives_the_local_tables_bit_for_bit_without_reading_the_study_folder",)),
+    Mutation("ray-no-retries", "a cell whose Ray worker dies fails the study instead of being retried",
+             "ckptkd/study/executors/ray.py", "MAX_RETRIES = 3", "MAX_RETRIES = 0",
+             ("tests/test_ray_executor.py::test_a_worker_killed_mid_cell_is_retried_to_the_same_tables",)),
+    Mutation("study-lock-ignored", "two drivers run one study folder at once",
+             "ckptkd/study/lock.py", "fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)", "pass",
+             ("tests/test_executors.py::test_a_second_driver_on_a_study_folder_refuses",)),
 ]
 
 
