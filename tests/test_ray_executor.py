@@ -152,6 +152,16 @@ def test_a_driver_stopped_mid_study_resumes_with_the_same_command(driver, local_
     assert tables(root) == local_tables
 
 
+def test_a_study_run_locally_is_finished_for_ray_too(driver, local_tables, ray_executor):
+    import shutil
+
+    folder = driver[0]
+    shutil.copytree(folder / "local", folder / "moved")  # .lock included: a lock file no process holds
+    results = study(config(folder), folder / "moved", ray_executor)
+    assert results["invocations"][-1]["cells_run"] == 0  # the same keys: nothing to run again
+    assert tables(folder / "moved") == local_tables
+
+
 def test_a_cell_that_fails_fails_the_study_in_one_line(driver, local_ray, capsys):
     from ckptkd.cli import main
 
