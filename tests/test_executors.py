@@ -74,3 +74,29 @@ def test_a_cell_is_installed_whole_with_its_result_last_over_leftovers(tmp_path)
     assert sorted(str(p.relative_to(cells / "seed0")) for p in (cells / "seed0").rglob("*")) == [
         "checkpoints", "checkpoints/epoch_0001.safetensors", "result.json"]
     assert (cells / "seed0" / "result.json").read_bytes() == b'{"key": "k"}'
+
+
+def test_the_progress_bar_counts_cells_in_flight_and_failed():
+    from ckptkd.study.cells import Cell
+    from ckptkd.study.executors import Tracker
+
+    class Bar:
+        n, postfix = 0, ""
+
+        def update(self, k=1):
+            self.n += k
+
+        def set_postfix_str(self, text):
+            self.postfix = text
+
+    bar, written = Bar(), []
+    tracker = Tracker(bar, lambda cell, shipped: written.append((cell.id, shipped)))
+    cells = [Cell(f"student/nokd/seed{s}", "student", s, "nokd") for s in range(3)]
+    for c in cells:
+        tracker.started(c)
+    assert bar.postfix == "in flight 3 (running or queued), failed 0"
+    tracker.done(cells[0], {"files": {}})
+    assert bar.postfix == "in flight 2 (running or queued), failed 0" and bar.n == 1
+    tracker.fail(cells[1])
+    assert bar.postfix == "in flight 1 (running or queued), failed 1" and bar.n == 1
+    assert written == [("student/nokd/seed0", {"files": {}})]

@@ -83,6 +83,8 @@ class Tracker:
     def done(self, cell, shipped: dict | None = None) -> None:
         self.on_done(cell, shipped)
         self.in_flight -= 1
+        if self.in_flight or self.failed:
+            self._show(cell.id)
         self.bar.update()
 
     def fail(self, cell) -> None:
