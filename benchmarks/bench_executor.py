@@ -33,7 +33,7 @@ def study_config(args) -> StudyConfig:
     return from_dict(StudyConfig, {
         "name": "bench-executor", "data": {"spec": "blobs", "num_samples": args.samples},
         "teacher": {"model": "mlp_m", "epochs": args.teacher_epochs, "save_every": args.teacher_epochs // 3},
-        "student": {"model": "mlp_s", "epochs": args.student_epochs},
+        "student": {"model": "mlp_m", "epochs": args.student_epochs},
         "info": {"probe_size": 500}, "teacher_seeds": [0, 1], "student_seeds": [0],
         "estimators": ["kde"], "policies": ["last", "mi"], "snapshot_policies": ["mi"], "device": "cpu"})
 
@@ -56,9 +56,9 @@ def timed(cfg, root: Path, executor) -> tuple[float, dict]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--samples", type=int, default=4000)
-    p.add_argument("--teacher-epochs", type=int, default=24)
-    p.add_argument("--student-epochs", type=int, default=16)
+    p.add_argument("--samples", type=int, default=12000)
+    p.add_argument("--teacher-epochs", type=int, default=30)
+    p.add_argument("--student-epochs", type=int, default=40)
     args = p.parse_args()
     import ray
 
