@@ -53,7 +53,8 @@ def local_ray(driver):
         import sys
 
         def audit(event, args):
-            if event in ("open", "os.listdir", "os.scandir") and args and isinstance(args[0], (str, bytes, os.PathLike)):
+            if event in ("open", "os.listdir", "os.scandir") and args and \
+                    isinstance(args[0], (str, bytes, os.PathLike)):
                 path = os.path.abspath(os.fsdecode(args[0]))
                 if path == forbidden or path.startswith(forbidden + os.sep):
                     raise PermissionError(f"a worker touched the driver's study folder: {path}")

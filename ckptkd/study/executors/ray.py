@@ -20,7 +20,6 @@ OSDI) schedules the tasks; this module only says what each needs and moves the v
 from __future__ import annotations
 
 import logging
-import os
 import socket
 
 import torch
