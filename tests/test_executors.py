@@ -100,3 +100,33 @@ def test_the_progress_bar_counts_cells_in_flight_and_failed():
     tracker.fail(cells[1])
     assert bar.postfix == "in flight 1 (running or queued), failed 1" and bar.n == 1
     assert written == [("student/nokd/seed0", {"files": {}})]
+
+
+def test_a_file_dataset_travels_as_bytes_and_loads_the_same_on_a_worker(tmp_path, monkeypatch):
+    import numpy as np
+
+    from ckptkd.config import DataConfig
+    from ckptkd.data import load_dataset
+    from ckptkd.study import cells
+    from ckptkd.study.shipping import materialise_data, shipped_data
+
+    assert shipped_data(DataConfig(spec="digits")) is None  # regenerated where the cell runs
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.random((40, 1, 8, 8), dtype=np.float32), y=np.arange(40) % 4,
+             x_test=rng.random((12, 1, 8, 8), dtype=np.float32), y_test=np.arange(12) % 4)
+    cfg = DataConfig(spec=f"npz:{tmp_path / 'd.npz'}", augment=False)
+    shipped = shipped_data(cfg)
+    assert list(shipped["files"]) == ["d.npz"] and shipped["source"] == "npz"
+    (tmp_path / "d.npz").rename(tmp_path / "gone.npz")  # the worker cannot see the driver's file
+    monkeypatch.setattr(cells, "_DATA", {})
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "node"))
+    monkeypatch.setattr("tempfile.tempdir", None)  # re-read TMPDIR: this "node"'s temporary folder
+    (tmp_path / "node").mkdir()
+    fetches = []
+    materialise_data(cfg, lambda: fetches.append(1) or shipped)
+    on_worker = cells._data(cfg)
+    cells._data(cfg)
+    assert fetches == [1]  # fetched once, however many cells read it
+    assert on_worker.fingerprint == load_dataset(DataConfig(spec=f"npz:{tmp_path / 'gone.npz'}",
+                                                            augment=False)).fingerprint
+    assert (tmp_path / "node" / "ckptkd-data" / shipped["sha256"] / "d.npz").exists()
