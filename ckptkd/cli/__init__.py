@@ -153,9 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "processes; the default) or ray (a Ray cluster; docs/cluster.md)")
     p.add_argument("--address", help="--executor ray: the Ray cluster to join (HOST:PORT from `ray start --head`, "
                    "or auto); default: start Ray on this machine")
-    p.add_argument("--num-cpus", type=float, dest="resources.num_cpus",
+    p.add_argument("--num-cpus", type=float, dest="resources.num_cpus", metavar="N",
                    help="--executor ray: CPUs per cell (default 1)")
-    p.add_argument("--num-gpus", type=float, dest="resources.num_gpus",
+    p.add_argument("--num-gpus", type=float, dest="resources.num_gpus", metavar="N",
                    help="--executor ray: GPUs per cell (default 0)")
     _augment_flag(p)
     p.add_argument("--device", dest="device", help="auto, cpu or cuda[:N]")
