@@ -152,6 +152,15 @@ class ProxyConfig:
 
 
 @dataclass
+class CellResources:
+    """What one study cell asks of a Ray cluster (``ckptkd study --executor ray``; docs/cluster.md).
+    The local executor runs ``--jobs`` cells at a time and ignores these."""
+
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0  # > 0: the cell runs on the GPU Ray gives it (fractions pack cells onto one GPU)
+
+
+@dataclass
 class SelectConfig:
     # the default reads held-out data only and is chosen for its worst case (docs/selection.md);
     # any registered policy (`ckptkd policies`), or a+b for the union of their picks
@@ -221,6 +230,7 @@ class StudyConfig:
     proxy: ProxyConfig = field(default_factory=ProxyConfig)  # policy proxy's budget
     budget: float = 1.0  # what each policy (and the verdict) may spend, in full distillations (0: probes only)
     device: str = "auto"  # checked here; the rest of a study's checks: ckptkd.study.runner
+    resources: CellResources = field(default_factory=CellResources)  # per cell, under --executor ray
 
 
 # ---------------------------------------------------------------- parsing

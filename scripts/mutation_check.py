@@ -199,6 +199,15 @@ MUTATIONS = [
              "ckptkd/export/publish.py", "os.open(path.parent, os.O_TMPFILE | os.O_WRONLY, 0o666 & ~_UMASK)",
              "os.open(path.with_name(f'.{path.name}.part'), os.O_CREAT | os.O_WRONLY, 0o666 & ~_UMASK)",
              ("tests/test_export.py::test_a_killed_export_leaves_no_partial_file",)),
+    Mutation("ray-worker-reads-study", "a Ray cell reads its teachers from the driver's study folder (needs a shared disk)",
+             "ckptkd/study/shipping.py", 'node_folder("teacher-cache"), tuple(readable))', 'node_folder("teacher-cache"))',
+             ("tests/test_ray_executor.py::test_ray_gives_the_local_tables_bit_for_bit_without_reading_the_study_folder",)),
+    Mutation("ray-no-retries", "a cell whose Ray worker dies fails the study instead of being retried",
+             "ckptkd/study/executors/ray.py", "MAX_RETRIES = 3", "MAX_RETRIES = 0",
+             ("tests/test_ray_executor.py::test_a_worker_killed_mid_cell_is_retried_to_the_same_tables",)),
+    Mutation("study-lock-ignored", "two drivers run one study folder at once",
+             "ckptkd/study/lock.py", "fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)", "pass",
+             ("tests/test_executors.py::test_a_second_driver_on_a_study_folder_refuses",)),
 ]
 
 

@@ -629,6 +629,26 @@ CASES: list[Case] = [
          _text("study.yaml", "name: tiny\ndata: {spec: digits}\nbudget: -1\n")),
     Case("zero-jobs", "`--jobs 0` for a study", ["study", "study.yaml", "--jobs", "0", "--out", "new"],
          "--jobs must be at least 1, got 0", _text("study.yaml", "name: tiny\ndata: {spec: digits}\n")),
+    Case("unknown-executor", "an unknown `--executor` for a study", ["study", "study.yaml", "--executor", "rey",
+                                                                        "--out", "new"],
+         "unknown executor 'rey' (did you mean 'ray'?); use one of local, ray",
+         _text("study.yaml", "name: tiny\ndata: {spec: digits}\n")),
+    Case("jobs-with-ray", "`--jobs` with `--executor ray` (Ray sizes itself)",
+         ["study", "study.yaml", "--executor", "ray", "--jobs", "2", "--out", "new"],
+         "--jobs 2 does not apply to --executor ray: Ray runs as many cells at once as the cluster has CPUs for "
+         "(resources.num_cpus per cell); leave --jobs out", _text("study.yaml", "name: tiny\ndata: {spec: digits}\n")),
+    Case("address-without-ray", "`--address` with the local executor",
+         ["study", "study.yaml", "--address", "10.0.0.1:6379", "--out", "new"],
+         "--address names a Ray cluster; add --executor ray, or leave --address out",
+         _text("study.yaml", "name: tiny\ndata: {spec: digits}\n")),
+    Case("gpus-without-ray", "`--num-gpus` with the local executor",
+         ["study", "study.yaml", "--num-gpus", "1", "--out", "new"],
+         "--num-gpus sizes a cell on a Ray cluster; add --executor ray, or use --jobs locally",
+         _text("study.yaml", "name: tiny\ndata: {spec: digits}\n")),
+    Case("address-not-host-port", "an `--address` that is not HOST:PORT",
+         ["study", "study.yaml", "--executor", "ray", "--address", "headnode", "--out", "new"],
+         "--address 'headnode' is not HOST:PORT; give the address `ray start --head` printed (e.g. 10.0.0.1:6379), "
+         "ray://HOST:10001, or auto", _text("study.yaml", "name: tiny\ndata: {spec: digits}\n")),
     # ------------------------------------------------ output folders
     Case("different-run", "an output folder that holds a different run", _train(out="run"),
          "output folder 'run' already holds a different run; pass --resume to continue it, --overwrite to replace "

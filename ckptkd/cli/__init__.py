@@ -177,9 +177,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("study", help="run a study grid (resumable) and write its tables and plots")
     p.add_argument("config_file", help="study YAML (see configs/studies/)")
     p.add_argument("--out", help="study folder (default runs/studies/NAME)")
-    p.add_argument("--jobs", type=int, default=1, help="cells run in parallel processes")
+    p.add_argument("--jobs", type=int, default=1, help="cells run in parallel processes (--executor local)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per cell (default 1)")
     _budget_flag(p, dest="budget")
+    p.add_argument("--executor", default="local", help="what runs the cells: local (this machine, --jobs "
+                   "processes; the default) or ray (a Ray cluster; docs/cluster.md)")
+    p.add_argument("--address", help="--executor ray: the Ray cluster to join (HOST:PORT from `ray start --head`, "
+                   "or auto); default: start Ray on this machine")
+    p.add_argument("--num-cpus", type=float, dest="resources.num_cpus", metavar="N",
+                   help="--executor ray: CPUs per cell (default 1)")
+    p.add_argument("--num-gpus", type=float, dest="resources.num_gpus", metavar="N",
+                   help="--executor ray: GPUs per cell (default 0)")
     _augment_flag(p)
     _method_flag(p)
     p.add_argument("--device", dest="device", help="auto, cpu or cuda[:N]")

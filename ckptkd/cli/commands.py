@@ -342,11 +342,21 @@ def study(args, overrides):
     for flag, value in (("--jobs", args.jobs), ("--threads", args.threads)):
         if value < 1:
             raise CkptkdError(f"{flag} must be at least 1, got {value}")
+    from ..study.executors import get_executor
+
+    executor = get_executor(args.executor, jobs=args.jobs, address=args.address)
+    for flag, key in (("--num-cpus", "resources.num_cpus"), ("--num-gpus", "resources.num_gpus")):
+        if key in overrides and args.executor == "local":
+            raise CkptkdError(f"{flag} sizes a cell on a Ray cluster; add --executor ray, or use --jobs locally")
     device = str(resolve_device(cfg.device))
     from ..study.cells import _data  # loaded once per process: the study's analyses reuse it
 
     _say(_data(cfg.data).augment_line)
-    results = run_study(cfg, out, jobs=args.jobs, device=device, progress=_progress(args), threads=args.threads)
+    try:
+        results = run_study(cfg, out, device=device, progress=_progress(args), threads=args.threads,
+                            executor=executor)
+    finally:
+        executor.close()
     if parallel.world().is_main:
         write_tables(results, out)
         plot_study(results, out)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 
@@ -69,8 +69,23 @@ def _data(cfg: DataConfig) -> Dataset:
     return _DATA[key]
 
 
-def run_cell(cell: Cell, cfg: StudyConfig, root: Path, device="cpu", cache_dir: Path | None = None) -> dict:
-    """Train or distill this cell from scratch and write its result.json."""
+def provide_data(cfg: DataConfig, load) -> None:
+    """Make ``_data(cfg)`` return ``load()``'s dataset in this process: a worker that has a file
+    dataset's files elsewhere (``ckptkd.study.shipping``) loads them from there, while the cells
+    still record ``cfg`` as the driver wrote it. ``load`` runs once per process."""
+    key = json.dumps(asdict(cfg), sort_keys=True)
+    if key not in _DATA:
+        _DATA[key] = load()
+
+
+def run_cell(cell: Cell, cfg: StudyConfig, root: Path, device="cpu", cache_dir: Path | None = None,
+             teacher_files: tuple[str, ...] | None = None) -> dict:
+    """Train or distill this cell from scratch and write its result.json.
+
+    ``teacher_files``: where this process reads ``cell.teachers`` (a worker's copies of the
+    driver's files, same order); the run still records ``cell.teachers``, and the key, which
+    takes teachers by content, is the same.
+    """
     from ..distill import distill
     from ..teacher import Teacher, teacher_accuracy
     from ..train import train
@@ -85,11 +100,13 @@ def run_cell(cell: Cell, cfg: StudyConfig, root: Path, device="cpu", cache_dir: 
         num_classes=data.num_classes, in_shape=data.in_shape, data_fingerprint=data.fingerprint, kind=cell.kind,
         overwrite=True), then=lambda: Run(folder))
     t0 = time.perf_counter()
-    result = {"cell": cell.id, "kind": cell.kind, "group": cell.group, "seed": cell.seed, "key": cell_key(cell, cfg)}
+    readable = replace(cell, teachers=tuple(teacher_files)) if teacher_files is not None else cell
+    result = {"cell": cell.id, "kind": cell.kind, "group": cell.group, "seed": cell.seed,
+              "key": cell_key(readable, cfg)}
     if not cell.teachers:
         _, rec = train(data, stage, seed=cell.seed, device=device, run=run, progress=False, desc=cell.id)
     else:
-        ckpts = [open_checkpoint(t) for t in cell.teachers]
+        ckpts = [open_checkpoint(t) for t in readable.teachers]
         teacher = Teacher.from_checkpoints(ckpts, data.num_classes, data.in_shape, cell.combine or cfg.kd.combine,
                                            fingerprint=data.fingerprint)
         _, rec = distill(data, stage, teacher, cfg.kd, seed=cell.seed, device=device, run=run, progress=False,

@@ -28,13 +28,15 @@ def _append(root: Path, record: dict) -> None:
 class Invocation:
     """Context manager: logs the start, counts cells with ``ran()``, logs how it ended."""
 
-    def __init__(self, root: Path, jobs: int, threads: int, enabled: bool = True):
+    def __init__(self, root: Path, jobs: int, threads: int, enabled: bool = True, executor: dict | None = None):
         self.root, self.cells_run, self.enabled = root, 0, enabled  # disabled: a torchrun rank other than 0
         self.started = time.time()
         self.id = uuid.uuid4().hex[:16]
         self.start = {"id": self.id, "event": "start", "started": time.strftime("%Y-%m-%dT%H:%M:%S",
                       time.localtime(self.started)), "jobs": jobs, "threads": threads,
                       "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}"}
+        if executor:  # what ran the cells: the executor and, on a cluster, its resources
+            self.start["executor"] = executor
 
     def ran(self, n: int = 1) -> None:
         self.cells_run += n

@@ -11,9 +11,8 @@
 """
 from __future__ import annotations
 
-import concurrent.futures as cf
-import multiprocessing as mp
-from dataclasses import asdict, replace
+from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -29,8 +28,11 @@ from ..info.registry import ESTIMATORS
 from ..io import atomic_write, make_folder, occupied, read_json, write_json
 from ..select import POLICIES, SelectionContext, get_policy, halfway, last, policy_scores, top_k
 from ..trajectory import Run
-from .cells import Cell, _data, finished, run_cell, run_cell_from_dicts
+from .cells import Cell, _data, finished, run_cell
+from .executors import Executor, Tracker, get_executor
 from .invocations import Invocation, invocations
+from .lock import NAME as LOCK, StudyLock
+from .shipping import install_cell
 
 
 def teacher_cells(cfg: StudyConfig) -> list[Cell]:
@@ -153,9 +155,9 @@ def student_cells(cfg: StudyConfig, root: Path, picks: dict[str, dict]) -> list[
             for name, group, ckpts, combine in groups for s in cfg.student_seeds]
 
 
-def _run_all(cells: list[Cell], cfg: StudyConfig, root: Path, device: str, jobs: int, bar,
+def _run_all(cells: list[Cell], cfg: StudyConfig, root: Path, device: str, executor: Executor, bar,
              inv: Invocation) -> list[dict]:
-    """Run the unfinished cells (counted in ``inv``); return every cell's result.
+    """Run the unfinished cells on ``executor`` (counted in ``inv``); return every cell's result.
 
     Under torchrun every rank runs each cell together (data-parallel); rank 0 decides
     which cells are finished, since it alone writes.
@@ -163,29 +165,29 @@ def _run_all(cells: list[Cell], cfg: StudyConfig, root: Path, device: str, jobs:
     unfinished = set(parallel.main_only(lambda: [c.id for c in cells if not finished(c, cfg, root)]))
     todo = [c for c in cells if c.id in unfinished]
     bar.update(len(cells) - len(todo))
-    if jobs <= 1 or len(todo) <= 1:
-        for c in todo:
-            bar.set_postfix_str(c.id)
-            run_cell(c, cfg, root, device, root / "cache")
-            inv.ran()
-            bar.update()
-    else:
-        ctx = mp.get_context("spawn")  # fork after torch has started threads can deadlock
-        with cf.ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
-            futures = [pool.submit(run_cell_from_dicts, {**asdict(c), "teachers": list(c.teachers)}, to_dict(cfg),
-                                   str(root), device, str(root / "cache"), torch.get_num_threads()) for c in todo]
-            for f in cf.as_completed(futures):
-                f.result()
-                inv.ran()
-                bar.update()
+
+    def on_done(cell: Cell, shipped: dict | None) -> None:
+        if shipped is not None:  # made on a worker: the driver alone writes the study folder
+            install_cell(root, cell.id, shipped)
+        inv.ran()
+
+    # the runner's own run_cell, looked up now: a test that patches it sees every in-process cell
+    executor.run(todo, cfg, root, device, Tracker(bar, on_done), run_cell)
     return parallel.main_only(lambda: [finished(c, cfg, root) for c in cells])
 
 
-def _open_study(cfg: StudyConfig, root: Path) -> None:
-    if occupied(root) and not (root / "study.yaml").exists():
+def _open_study(cfg: StudyConfig, root: Path) -> StudyLock:
+    """Make the folder and take its lock (held until the run ends), then write study.yaml."""
+    if occupied(root) and not (root / "study.yaml").exists() and {p.name for p in root.iterdir()} != {LOCK}:
         raise CkptkdError(f"study folder {str(root)!r} is not empty and holds no study; choose another --out")
     make_folder(root)
-    atomic_write(root / "study.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False).encode())
+    lock = StudyLock(root).__enter__()
+    try:
+        atomic_write(root / "study.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False).encode())
+    except BaseException:
+        lock.__exit__(None, None, None)
+        raise
+    return lock
 
 
 def analyses(cfg: StudyConfig, root: Path, device: str) -> dict[str, list[dict]]:
@@ -202,32 +204,41 @@ def analyses(cfg: StudyConfig, root: Path, device: str) -> dict[str, list[dict]]
 
 
 def run_study(cfg: StudyConfig, root: str | Path, *, jobs: int = 1, device: str = "cpu",
-              progress: bool = True, threads: int = 1) -> dict:
+              progress: bool = True, threads: int = 1, executor: Executor | None = None) -> dict:
     """Run (or continue) the study in ``root``; returns the collected results.
 
     Each cell runs on ``threads`` torch threads (``jobs`` cells at a time): the small models
     of CPU studies run best on one thread each, and oversubscribed threads slow to a crawl.
+    ``executor`` (default: the local one with ``jobs``) is what runs the cells; one given
+    here stays open when the study ends (``Executor.close`` is the caller's).
     """
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
+    own = executor is None
+    executor = executor or get_executor("local", jobs=jobs)
     try:
-        return _run_study(cfg, Path(root), jobs, device, progress, threads)
+        return _run_study(cfg, Path(root), executor, device, progress, threads)
     finally:
         torch.set_num_threads(previous_threads)
+        if own:
+            executor.close()
 
 
-def _run_study(cfg: StudyConfig, root: Path, jobs: int, device: str, progress: bool, threads: int) -> dict:
+def _run_study(cfg: StudyConfig, root: Path, executor: Executor, device: str, progress: bool, threads: int) -> dict:
     check_method(cfg.kd)  # an unknown method or bad parameters fail before the study folder is touched
     w = parallel.world()
-    if w.distributed and jobs > 1:
+    jobs = executor.jobs
+    if w.distributed and (jobs > 1 or executor.name != "local"):
         raise CkptkdError(f"--jobs {jobs} cannot be combined with torchrun: under torchrun the ranks share each "
-                          "cell; use --jobs 1, or run without torchrun")
-    parallel.main_first(lambda: _open_study(cfg, root), then=lambda: None)
+                          "cell; use --jobs 1, or run without torchrun" if jobs > 1 else
+                          f"--executor {executor.name} cannot be combined with torchrun; run it without torchrun")
+    executor.start(cfg)  # connect and check the cells fit, before the study folder is touched
+    lock = parallel.main_first(lambda: _open_study(cfg, root), then=lambda: None)
     teachers = teacher_cells(cfg)
-    with Invocation(root, jobs, threads, enabled=w.is_main) as inv, tqdm(
-            total=len(teachers), desc=f"study {cfg.name}", unit="cell", disable=not (progress and w.is_main),
-            dynamic_ncols=True) as bar:
-        teacher_results = _run_all(teachers, cfg, root, device, jobs, bar, inv)
+    with lock or nullcontext(), Invocation(root, jobs, threads, enabled=w.is_main, executor=executor.describe()) \
+            as inv, tqdm(total=len(teachers), desc=f"study {cfg.name}", unit="cell",
+                         disable=not (progress and w.is_main), dynamic_ncols=True) as bar:
+        teacher_results = _run_all(teachers, cfg, root, device, executor, bar, inv)
         rows = parallel.main_only(lambda: analyses(cfg, root, device))
         trajectory = Run(root / "cells" / teachers[0].id).checkpoints()
         picks = parallel.main_only(lambda: selection(cfg, root, trajectory, device))
@@ -235,7 +246,7 @@ def _run_study(cfg: StudyConfig, root: Path, jobs: int, device: str, progress: b
         students = student_cells(cfg, root, picks)
         bar.total = len(teachers) + len(students)
         bar.refresh()
-        student_results = _run_all(students, cfg, root, device, jobs, bar, inv)
+        student_results = _run_all(students, cfg, root, device, executor, bar, inv)
 
     def collect() -> dict:
         # the test split reports; only the checkpoints' students (already run) read it
