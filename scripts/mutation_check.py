@@ -111,6 +111,15 @@ MUTATIONS = [
     Mutation("proxy-full-short", "proxy-full's students stop early, as proxy's do (the bias it exists to avoid)",
              "ckptkd/select/policies/proxy.py", "epoch_fraction=1.0, data_fraction=1.0 / max(1, len(ckpts))",
              "epoch_fraction=0.2, data_fraction=1.0 / max(1, len(ckpts))", ("tests/test_select.py",)),
+    Mutation("temperature-at-least-1", "temperature scaling never sharpens an under-confident teacher (T >= 1)",
+             "ckptkd/select/temperature.py", "T_RANGE = (1e-2, 1e2)", "T_RANGE = (1.0, 1e2)",
+             ("tests/test_select_known_answers.py",)),
+    Mutation("one-se-unpaired", "val-nll-1se's standard error ignores the pairing (sqrt(var a + var b) / sqrt n)",
+             "ckptkd/select/policies/validation.py",
+             "out.append((float(d.mean()), float(d.std()) / math.sqrt(len(d)) if len(d) > 1 else 0.0))",
+             "out.append((float(d.mean()), float((p.var() + per[best].var()).sqrt()) / math.sqrt(len(d))\n"
+             "                    if len(d) > 1 else 0.0))",
+             ("tests/test_select_known_answers.py",)),
 ]
 
 
