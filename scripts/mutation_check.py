@@ -120,6 +120,27 @@ MUTATIONS = [
              "out.append((float(d.mean()), float((p.var() + per[best].var()).sqrt()) / math.sqrt(len(d))\n"
              "                    if len(d) > 1 else 0.0))",
              ("tests/test_select_known_answers.py",)),
+    # six more (issue 22), in the data and cache keys; four of them passed every test at first
+    Mutation("fingerprint-ignores-labels", "the data fingerprint hashes the inputs only: relabelled or noisier data "
+             "is served the clean data's cached analyses and validation metrics",
+             "ckptkd/data/__init__.py", "    for a in (x, y, xt, yt) + ((xv, yv) if len(yv) else ()):\n",
+             "    for a in (x, xt) + ((xv,) if len(yv) else ()):\n", ("tests/test_data.py",)),
+    Mutation("proxy-key-ignores-seed", "a proxy student's result is served for another --seed",
+             "ckptkd/select/context.py", '"proxy": dataclasses.asdict(proxy_cfg), "seed": self.seed}',
+             '"proxy": dataclasses.asdict(proxy_cfg)}', ("tests/test_select_known_answers.py", "tests/test_select.py")),
+    Mutation("proxy-key-ignores-student", "a proxy student's result is served for another student model",
+             "ckptkd/select/context.py", 'settings = {"stage": dataclasses.asdict(stage), "kd"',
+             'settings = {"kd"', ("tests/test_select_known_answers.py", "tests/test_select.py")),
+    Mutation("analyze-key-ignores-seed", "a cached estimate is served for another probe seed",
+             "ckptkd/info/analyze.py", '"probe_size", "probe_seed")', '"probe_size")',
+             ("tests/test_analysis_cache.py",)),
+    Mutation("analyze-key-ignores-split", "an estimate on the training probe is served for the validation probe",
+             "ckptkd/info/analyze.py", '    if split != "train":  # training-probe keys', '    if False:  # training-probe keys',
+             ("tests/test_analysis_cache.py", "tests/test_select.py")),
+    Mutation("proxy-subset-fp-ignores-seed", "proxy students' data subsets of two seeds share a fingerprint "
+             "(their teacher-cache entries overwrite each other)",
+             "ckptkd/select/context.py", 'f"{fp}/subset/{cfg.data_fraction}/{cfg.seed}"', 'f"{fp}/subset/{cfg.data_fraction}"',
+             ("tests/test_select_known_answers.py", "tests/test_select.py")),
 ]
 
 

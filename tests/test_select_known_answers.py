@@ -2,13 +2,18 @@
 arithmetic done by hand in the test. Each test here was written against a break that the
 rest of the suite let through (scripts/mutation_check.py names them).
 """
+import dataclasses
+import json
 import math
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from ckptkd.select import top_k
+from ckptkd import StageConfig
+from ckptkd.config import ProxyConfig
+from ckptkd.select import SelectionContext, top_k
+from ckptkd.select.context import proxy_data
 from ckptkd.select.policies.validation import ValNLL1SE, nll_margins
 from ckptkd.select.temperature import T_RANGE, fit_temperature, nll
 
@@ -95,3 +100,41 @@ def test_val_nll_1se_pairs_the_samples_so_a_noisy_gap_is_a_tie_even_when_each_ch
     assert se2 == pytest.approx(math.sqrt(100 * 0.095**2 / 99) / 10, rel=1e-9)
     scores = ValNLL1SE().scores(ckpts, ctx)
     assert scores == [0.0, 0.0] and [c.epoch for c in top_k(ckpts, scores, 1)] == [2]
+
+
+# ---------------------------------------------------------------- what a selection-cache record is keyed on
+
+TINY_STUDENT = StageConfig(model="mlp_xs", epochs=2, batch_size=64)
+TINY_PROXY = ProxyConfig(epoch_fraction=0.5, data_fraction=0.5)
+
+
+def _proxy_record(data, ckpt, folder, **ctx_args):
+    ctx_args = {"student": TINY_STUDENT, "proxy": TINY_PROXY, **ctx_args}
+    return SelectionContext(data, folder=folder, **ctx_args).proxy(ckpt)
+
+
+def _proxy_records(folder):
+    return [r for r in json.loads((folder / "selection-cache.json").read_text()).values() if r["kind"] == "proxy"]
+
+
+@pytest.mark.parametrize("change", [{"seed": 1}, {"student": dataclasses.replace(TINY_STUDENT, model="mlp_s")},
+                                    {"proxy": dataclasses.replace(TINY_PROXY, seed=1)}],
+                         ids=["seed", "student-model", "proxy-seed"])
+def test_a_proxy_result_is_never_served_for_another_seed_or_student(change, trained_run, digits, tmp_path):
+    ckpt = trained_run.checkpoints()[-1]
+    first = _proxy_record(digits, ckpt, tmp_path)
+    other = _proxy_record(digits, ckpt, tmp_path, **change)
+    assert len(_proxy_records(tmp_path)) == 2  # a record of its own, the first one kept
+    alone = _proxy_record(digits, ckpt, tmp_path / "alone", **change)  # the same settings, computed afresh
+    assert {k: other[k] for k in ("val_acc", "val_loss", "model")} == {k: alone[k] for k in ("val_acc", "val_loss",
+                                                                                           "model")}
+    assert other["model"] == change.get("student", TINY_STUDENT).model
+    assert _proxy_record(digits, ckpt, tmp_path) == first  # and the first is served again, not recomputed
+
+
+def test_proxy_subsets_of_other_seeds_or_fractions_have_other_fingerprints(digits):
+    fp = {(f, s): proxy_data(digits, ProxyConfig(data_fraction=f, seed=s)).fingerprint
+          for f in (0.5, 0.25) for s in (0, 1)}
+    assert len(set(fp.values())) == 4 and digits.fingerprint not in fp.values()
+    assert proxy_data(digits, ProxyConfig(data_fraction=0.5, seed=1)).fingerprint == fp[0.5, 1]  # stable
+    assert proxy_data(digits, ProxyConfig(data_fraction=1.0, seed=1)).fingerprint == digits.fingerprint  # all of it
