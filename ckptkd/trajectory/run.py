@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from ..errors import CkptkdError
+from ..errors import CkptkdError, warn
 from ..io import append_jsonl, atomic_write, occupied, read_json, write_error, write_json
 from .io import load_weights, save_weights
 
@@ -124,8 +124,7 @@ class Run:
         # or a whole one: never a folder without a manifest that neither --resume nor --overwrite accepts.
         staging = _aside(path, "creating")
         try:
-            for left in (staging, _aside(path, "removing")):  # left by a process killed while creating or overwriting
-                shutil.rmtree(left, ignore_errors=True)
+            _clear_leftovers(path)
             (staging / "checkpoints").mkdir(parents=True)
             atomic_write(staging / "config.yaml", yaml.safe_dump(config, sort_keys=False).encode())
             (staging / "metrics.jsonl").touch()
@@ -265,6 +264,17 @@ def checkpoint_of(weights: Path, sidecar: dict, manifest: dict | None = None, mo
 def _aside(path: Path, what: str) -> Path:
     """The hidden sibling of ``path`` where a run is built (``creating``) or deleted (``removing``)."""
     return path.parent / f".{path.name}.ckptkd-{what}"
+
+
+def _clear_leftovers(path: Path) -> None:
+    """Delete what a process killed while creating or --overwrite-ing ``path`` left beside it,
+    saying so: the command that finds them starts ``path`` afresh (there was no run to resume)."""
+    for what, why in (("creating", "while it created the run"), ("removing", "while --overwrite deleted the old run")):
+        left = _aside(path, what)
+        if left.exists():
+            shutil.rmtree(left, ignore_errors=True)
+            warn(f"removed {left.name}, left beside {str(path)!r} by a ckptkd killed {why}; "
+                 f"starting {str(path)!r} as a new run")
 
 
 def _set_aside(path: Path) -> None:
