@@ -141,6 +141,9 @@ MUTATIONS = [
              "(their teacher-cache entries overwrite each other)",
              "ckptkd/select/context.py", 'f"{fp}/subset/{cfg.data_fraction}/{cfg.seed}"', 'f"{fp}/subset/{cfg.data_fraction}"',
              ("tests/test_select_known_answers.py", "tests/test_select.py")),
+    Mutation("select-seed-ignored", "select --seed is accepted and ignored (issue 22)",
+             "ckptkd/cli/commands.py", 'seed = overrides.get("seed", run_cfg.get("seed", 0))',
+             'seed = run_cfg.get("seed", 0)', ("tests/test_select_known_answers.py::test_select_seed_seeds_the_proxy_student",)),
 ]
 
 

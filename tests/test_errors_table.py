@@ -314,7 +314,7 @@ CASES: list[Case] = [
          ["distill", "--teacher", CKPT, "--data", "npz:flat.npz", "--model", "mlp_xs", "--out", "student", "--quiet"],
          SHAPE_ERROR, _npz("flat.npz", **FLAT)),
     Case("trajectory-other-shape", "`ckptkd select` of a run trained on inputs of another shape than the data's",
-         ["select", "run", "--data", "npz:flat.npz", "--probe-size", "20", "--quiet"],
+         ["select", "run", "--data", "npz:flat.npz", "--quiet"],
          SHAPE_ERROR.replace("0003", "0001"), _npz("flat.npz", **FLAT)),
     Case("model-disagrees", "`--model` naming another architecture than a ckptkd checkpoint's own",
          ["eval", CKPT, "--model", "mlp_s", "--data", "digits"],
@@ -526,6 +526,63 @@ CASES: list[Case] = [
     Case("seed-without-effect", "`--seed` on a command that draws nothing at random (eval; analyze has "
          "`--probe-seed`)", ["eval", "run/checkpoints/epoch_0003.safetensors", "--seed", "3"],
          "unrecognized arguments: --seed 3; see ckptkd --help"),
+    # flags that would have no effect in the case at hand (ckptkd/cli/flags.py)
+    Case("select-seed-without-proxy", "`select --seed` (the proxy student's seed) with a policy that trains no "
+         "student", ["select", "run", "--seed", "3"],
+         "--seed has no effect here: it sets the proxy student, and policy val-nll-1se trains none (only proxy, "
+         "proxy-full do); drop it"),
+    Case("select-student-without-proxy", "`select --student-model` with a policy that trains no student",
+         ["select", "run", "--policy", "best-val", "--student-model", "mlp_s"],
+         "--student-model has no effect here: it sets the proxy student, and policy best-val trains none (only "
+         "proxy, proxy-full do); drop it"),
+    Case("select-checkpoints-without-explicit", "`select --checkpoints` with a policy other than explicit",
+         ["select", "run", "--policy", "last", "--checkpoints", "2"],
+         "--checkpoints has no effect here: it lists the epochs of policy explicit, and policy last chooses its "
+         "own; drop it"),
+    Case("select-k-with-explicit", "`-k 2` with policy explicit alone", ["select", "run", "--policy", "explicit",
+         "--checkpoints", "2", "-k", "2"],
+         "-k has no effect here: policy explicit takes the epochs of --checkpoints, however many -k asks for; drop it"),
+    Case("select-min-spacing-one-pick", "`--min-spacing` with `-k 1`", ["select", "run", "--policy", "last",
+         "--min-spacing", "2"],
+         "--min-spacing has no effect here: it spaces the picks of a snapshot ensemble, and -k 1 makes one pick; "
+         "drop it"),
+    Case("select-probe-without-analysis", "an information-estimate flag with a policy that reads no estimate",
+         ["select", "run", "--policy", "best-val", "--probe-size", "50"],
+         "--probe-size has no effect here: policy best-val reads no information estimate (only mi, mi-val, iyf, "
+         "iyf-val do); drop it"),
+    Case("select-scaling-raw-estimates", "`--scaling` with a policy that reads a raw estimate",
+         ["select", "run", "--policy", "iyf", "--scaling", "raw"],
+         "--scaling has no effect here: policy iyf reads raw estimates, not the scaled score (only mi, mi-val do); "
+         "drop it"),
+    Case("tau-without-softmax", "`--tau` when neither the features nor the estimator read a softmax",
+         ["analyze", "run", "--tau", "2", "--quiet"],
+         "--tau has no effect here: it is the softmax temperature of --features softmax and --estimator "
+         "categorical, and this analysis uses --features penultimate with --estimator kde; drop it"),
+    Case("run-checkpoints-without-explicit", "`run --checkpoints` with a policy other than explicit",
+         _run("--checkpoints", "2"),
+         "--checkpoints has no effect here: it lists the epochs of policy explicit, and policy val-nll-1se chooses "
+         "its own; drop it"),
+    Case("run-probe-without-analysis", "`run --probe-size` with a policy that reads no estimate",
+         _run("--probe-size", "50"),
+         "--probe-size has no effect here: policy val-nll-1se reads no information estimate (only mi, mi-val, iyf, "
+         "iyf-val do); drop it"),
+    Case("milestones-without-multistep", "`--milestones` under the cosine schedule", _train("--milestones", "2"),
+         "--milestones has no effect here: they are the epochs of the multistep schedule, and train.schedule is "
+         "cosine (pass --schedule multistep); drop it"),
+    Case("workers-without-images", "`--workers` for a dataset of arrays (nothing to decode)",
+         _train("--workers", "2"),
+         "--workers has no effect here: they decode image files (imagefolder:DIR, webdataset:DIR), and dataset "
+         "'digits' holds none; drop it"),
+    Case("combine-one-teacher", "`distill --combine` with a single teacher",
+         ["distill", "--teacher", CKPT, "--data", "digits", "--combine", "probs", "--out", "student", "--quiet"],
+         "--combine has no effect here: it combines the members of an ensemble, and one --teacher was given; "
+         "drop it"),
+    Case("eval-combine-without-ensemble", "`eval --combine` without `--ensemble`",
+         ["eval", CKPT, "--data", "digits", "--combine", "probs"],
+         "--combine has no effect here: it is the rule of --ensemble, which was not given; drop it, or add "
+         "--ensemble"),
+    Case("eval-quiet", "`eval --quiet` (eval shows no progress bar)", ["eval", CKPT, "--data", "digits", "--quiet"],
+         "unrecognized arguments: --quiet; see ckptkd --help"),
     Case("bad-device-name", "a device name that is not one", _train("--device", "gpu"),
          "device must be auto, cpu or cuda[:N], got 'gpu'"),
     Case("missing-gpu", "`--device cuda` on a machine without a GPU", _train("--device", "cuda"),

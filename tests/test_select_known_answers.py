@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from ckptkd import StageConfig
+from ckptkd.cli import main
 from ckptkd.config import ProxyConfig
 from ckptkd.select import SelectionContext, top_k
 from ckptkd.select.context import proxy_data
@@ -138,3 +139,17 @@ def test_proxy_subsets_of_other_seeds_or_fractions_have_other_fingerprints(digit
     assert len(set(fp.values())) == 4 and digits.fingerprint not in fp.values()
     assert proxy_data(digits, ProxyConfig(data_fraction=0.5, seed=1)).fingerprint == fp[0.5, 1]  # stable
     assert proxy_data(digits, ProxyConfig(data_fraction=1.0, seed=1)).fingerprint == digits.fingerprint  # all of it
+
+
+def test_select_seed_seeds_the_proxy_student(run_copy, capsys):
+    """``select --seed`` acts where a student is trained (policy proxy); elsewhere it is refused
+    (tests/test_errors_table.py, select-seed-without-proxy)."""
+    def scores(*flags):
+        argv = ["select", str(run_copy.path), "--policy", "proxy", "--student-model", "mlp_xs", "--student-epochs",
+                "1", "--json", "--quiet", *flags]
+        assert main(argv) == 0
+        return [r["score"] for r in sorted(json.loads(capsys.readouterr().out)["ranking"], key=lambda r: r["epoch"])]
+
+    default, seed_0, seed_1 = scores(), scores("--seed", "0"), scores("--seed", "1")
+    assert default == seed_0  # the run's own seed (0)
+    assert seed_1 != seed_0

@@ -1,0 +1,87 @@
+"""Flags that would do nothing in the case at hand are refused, not ignored.
+
+Some flags matter only for some policies, estimators, schedules or datasets: ``select --seed``
+seeds the proxy student, which only policies ``proxy`` and ``proxy-full`` train; ``--probe-size``
+sizes the probe of the information estimates, which only ``mi``, ``iyf`` and their ``-val``
+variants read. A user who passes such a flag expects it to change the result; one line
+saying that it cannot, and why, is better than a result computed without it. Each check
+here reads only what the command has already resolved (the policy, the config), and only
+flags given on the command line: a config file may well hold settings for other cases.
+"""
+from __future__ import annotations
+
+from ..errors import CkptkdError
+
+INFO_FLAGS = {"info.estimator": "--estimator", "info.features": "--features", "info.probe_size": "--probe-size",
+              "info.probe_seed": "--probe-seed", "info.scaling": "--scaling", "info.tau": "--tau"}
+
+
+def _refuse(flag: str, why: str) -> None:
+    raise CkptkdError(f"{flag} has no effect here: {why}; drop it")
+
+
+def check_info_flags(overrides: dict, info, policy: str | None = None) -> None:
+    """The information-estimate flags given, for ``analyze`` (``policy`` None) or a selection
+    under ``policy``; ``info`` is the resolved ``InfoConfig``."""
+    given = [flag for key, flag in INFO_FLAGS.items() if key in overrides]
+    if policy is not None and given:
+        from ..select import POLICIES
+
+        parts = [POLICIES[p] for p in policy.split("+")]
+        if not any("analysis" in p.needs for p in parts):
+            readers = ", ".join(n for n, p in POLICIES.items() if "analysis" in p.needs)
+            _refuse(given[0], f"policy {policy} reads no information estimate (only {readers} do)")
+        if "info.scaling" in overrides and not any(getattr(p, "key", "") == "score" for p in parts):
+            scorers = ", ".join(n for n, p in POLICIES.items() if getattr(p, "key", "") == "score")
+            _refuse("--scaling", f"policy {policy} reads raw estimates, not the scaled score (only {scorers} do)")
+    if "info.tau" in overrides and info.features != "softmax" and info.estimator != "categorical":
+        _refuse("--tau", f"it is the softmax temperature of --features softmax and --estimator categorical, and this "
+                         f"analysis uses --features {info.features} with --estimator {info.estimator}")
+
+
+def check_select_flags(args, overrides: dict, parts: list[str]) -> None:
+    """``ckptkd select``: the flags of the proxy student, of ``explicit`` and of ensembles."""
+    from ..select import POLICIES
+
+    if not any("proxy" in POLICIES[p].needs for p in parts):
+        trainers = ", ".join(n for n, p in POLICIES.items() if "proxy" in p.needs)
+        for key, flag in (("seed", "--seed"), ("student.model", "--student-model"),
+                          ("student.epochs", "--student-epochs")):
+            if key in overrides:
+                _refuse(flag, f"it sets the proxy student, and policy {args.policy} trains none (only {trainers} do)")
+    if args.checkpoints and "explicit" not in parts:
+        _refuse("--checkpoints", f"it lists the epochs of policy explicit, and policy {args.policy} chooses its own")
+    if args.k > 1 and parts == ["explicit"]:
+        _refuse("-k", "policy explicit takes the epochs of --checkpoints, however many -k asks for")
+    if args.min_spacing and args.k == 1:
+        _refuse("--min-spacing", "it spaces the picks of a snapshot ensemble, and -k 1 makes one pick")
+
+
+def check_run_flags(overrides: dict, cfg) -> None:
+    """``ckptkd run``: ``--checkpoints`` and the information flags, under the resolved ``cfg.select``."""
+    if "select.checkpoints" in overrides and "explicit" not in cfg.select.policy.split("+"):
+        _refuse("--checkpoints", f"it lists the epochs of policy explicit, and policy {cfg.select.policy} "
+                                 "chooses its own")
+    check_info_flags(overrides, cfg.info, cfg.select.policy)
+
+
+def check_stage_flags(overrides: dict, section: str, stage) -> None:
+    """``--milestones`` only moves the learning rate of the multistep schedule."""
+    if f"{section}.milestones" in overrides and stage.schedule != "multistep":
+        _refuse("--milestones", f"they are the epochs of the multistep schedule, and {section}.schedule is "
+                                f"{stage.schedule} (pass --schedule multistep)")
+
+
+def check_data_flags(overrides: dict, data) -> None:
+    """``--workers`` decode images; a dataset of arrays has nothing to decode."""
+    from ..data.registry import list_sources, resolve
+
+    if "data.workers" in overrides and not resolve(data.spec)[0].streams:
+        decoders = ", ".join(s.usage for s in list_sources() if s.streams)
+        _refuse("--workers", f"they decode image files ({decoders}), and dataset {data.spec!r} holds none")
+
+
+def check_teacher_flags(overrides: dict, teachers: list) -> None:
+    """``distill --combine`` is the rule of an ensemble: one ``--teacher`` is none."""
+    if "kd.combine" in overrides and len(teachers) == 1:
+        _refuse("--combine", "it combines the members of an ensemble, and one --teacher was given")
