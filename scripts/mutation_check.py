@@ -144,6 +144,12 @@ MUTATIONS = [
     Mutation("select-seed-ignored", "select --seed is accepted and ignored (issue 22)",
              "ckptkd/cli/commands.py", 'seed = overrides.get("seed", run_cfg.get("seed", 0))',
              'seed = run_cfg.get("seed", 0)', ("tests/test_select_known_answers.py::test_select_seed_seeds_the_proxy_student",)),
+    Mutation("torchrun-teardown", "a torchrun script that never calls finish() goes through interpreter teardown",
+             "ckptkd/parallel.py", "        _end_at_exit()\n", "        atexit.register(leave)\n",
+             ("tests/test_distributed.py::test_a_torchrun_script_that_never_calls_finish_ends_cleanly_with_its_status",)),
+    Mutation("torchrun-exit-status-lost", "a torchrun script's sys.exit(3) ends its ranks with status 0",
+             "ckptkd/parallel.py", "    finish(_status[0] if _status else 0)\n", "    finish(0)\n",
+             ("tests/test_distributed.py::test_a_torchrun_script_that_never_calls_finish_ends_cleanly_with_its_status",)),
 ]
 
 
