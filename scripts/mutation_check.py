@@ -150,6 +150,10 @@ MUTATIONS = [
     Mutation("torchrun-exit-status-lost", "a torchrun script's sys.exit(3) ends its ranks with status 0",
              "ckptkd/parallel.py", "    finish(_status[0] if _status else 0)\n", "    finish(0)\n",
              ("tests/test_distributed.py::test_a_torchrun_script_that_never_calls_finish_ends_cleanly_with_its_status",)),
+    Mutation("label-gap-warned-only", "labels 0 and 1000 train a 1001-class model with a warning",
+             "ckptkd/data/__init__.py", "    if len(empty) > k:\n", "    if False:\n", ("tests/test_labels.py",)),
+    Mutation("teacher-head-unchecked", "a teacher module with another head size fails mid-training with a traceback",
+             "ckptkd/distill.py", "    check_teacher_classes(teacher, data, device)\n", "", ("tests/test_labels.py",)),
 ]
 
 

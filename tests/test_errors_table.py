@@ -357,6 +357,19 @@ CASES: list[Case] = [
          _train(data="npz:bad.npz"),
          DATA_ERRORS + "test labels go up to 7 but train labels only to 2; the splits disagree on the classes",
          _npz("bad.npz", y_test=np.arange(9) % 3 + 5)),
+    Case("label-gap", "labels that are not class indices (0 and 1000: a model of 1001 outputs)",
+         _train(data="npz:bad.npz"),
+         DATA_ERRORS + "the training labels are 0, 1000 (2 classes), yet labels go up to 1000: no training sample "
+         "has label 1, 2, 3, 4, 5, ..., so models get 1001 outputs, most of them for no class; labels must be class "
+         "indices from 0 (remap them to 0..1)",
+         _npz("bad.npz", y=np.arange(30) % 2 * 1000, y_test=np.arange(9) % 2 * 1000)),
+    Case("label-gap-noise", "label noise on labels that skip a class (noise would flip samples into it)",
+         _train("--config", "job.yaml", data="npz:bad.npz"),
+         DATA_ERRORS + "the training labels are 1, 2, 3 (3 classes), yet labels go up to 3: no training sample has "
+         "label 0, so models get 4 outputs, and data.label_noise would flip samples to those labels; labels must "
+         "be class indices from 0 (remap them to 0..2)",
+         _all(_npz("bad.npz", y=np.arange(30) % 3 + 1, y_test=np.arange(9) % 3 + 1),
+              _text("job.yaml", "data:\n  label_noise: 0.2\n"))),
     Case("label-count", "fewer labels than inputs", _train(data="npz:bad.npz"),
          DATA_ERRORS + "train has 30 inputs but 29 labels", _npz("bad.npz", y=np.arange(29) % 3)),
     Case("split-shapes", "test images of another size than the training images",
