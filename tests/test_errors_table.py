@@ -596,6 +596,12 @@ CASES: list[Case] = [
          "--ensemble"),
     Case("eval-quiet", "`eval --quiet` (eval shows no progress bar)", ["eval", CKPT, "--data", "digits", "--quiet"],
          "unrecognized arguments: --quiet; see ckptkd --help"),
+    Case("resume-and-overwrite", "`--resume` and `--overwrite` together", _train("--resume", "--overwrite", out="run"),
+         "--resume and --overwrite contradict each other: --resume continues the run in --out, --overwrite "
+         "replaces it; pass one"),
+    Case("run-k-with-explicit", "`run -k 2` with policy explicit alone",
+         _run("--policy", "explicit", "--checkpoints", "2", "-k", "2"),
+         "-k has no effect here: policy explicit takes the epochs of --checkpoints, however many -k asks for; drop it"),
     Case("bad-device-name", "a device name that is not one", _train("--device", "gpu"),
          "device must be auto, cpu or cuda[:N], got 'gpu'"),
     Case("missing-gpu", "`--device cuda` on a machine without a GPU", _train("--device", "cuda"),

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ckptkd import CkptkdError
 from ckptkd.cli import main
 from ckptkd.io import sha256_file
 from ckptkd.trajectory import Run
@@ -121,8 +122,9 @@ def test_a_kill_at_a_named_point_resumes_from_the_last_complete_save_point(
 def test_a_kill_while_a_run_folder_is_made_or_replaced_leaves_no_half_run(tmp_path, reference, trained_epochs, fault,
                                                                           again, capsys):
     """The folder appears whole or not at all: after the kill --out holds nothing, and the same
-    command again, with or without --resume, starts a new run there, clears the leftovers and
-    says so (--resume also says that there was nothing to resume)."""
+    command again, or the command with --resume (in place of --overwrite, which it contradicts),
+    starts a new run there, clears the leftovers and says so (--resume also says that there was
+    nothing to resume)."""
     out = tmp_path / "run"
     if fault.startswith("mid-overwrite"):
         assert main([*ARGS, "--epochs", "1", "--out", str(out)]) == 0  # the run --overwrite replaces
@@ -136,7 +138,7 @@ def test_a_kill_while_a_run_folder_is_made_or_replaced_leaves_no_half_run(tmp_pa
     assert [p.name for p in tmp_path.iterdir()] == [left]
 
     capsys.readouterr()
-    assert main([*command, *(["--resume"] if again == "--resume" else [])]) == 0
+    assert main([*ARGS, "--out", str(out), "--resume"] if again == "--resume" else command) == 0
     printed = capsys.readouterr()
     assert trained_epochs == [("run", e) for e in range(1, EPOCHS + 1)]
     assert_same_as(Run(out), reference)
@@ -147,6 +149,13 @@ def test_a_kill_while_a_run_folder_is_made_or_replaced_leaves_no_half_run(tmp_pa
                     f"starting {str(out)!r} as a new run"]
     resumed = [line for line in printed.out.splitlines() if "resum" in line]
     assert resumed == ([f"{out}: nothing saved to resume from; training from epoch 1"] if again == "--resume" else [])
+
+
+def test_resume_and_overwrite_together_are_refused(tmp_path):
+    with pytest.raises(CkptkdError, match="resume and overwrite contradict each other"):
+        Run.create(tmp_path / "run", {}, model="mlp_xs", num_classes=10, in_shape=(1, 8, 8), data_fingerprint="",
+                   resume=True, overwrite=True)
+    assert not (tmp_path / "run").exists()
 
 
 def test_resume_says_where_it_continues(tmp_path, reference, trained_epochs, capsys):

@@ -30,6 +30,7 @@ def run(args, overrides):
     from .. import parallel
     from ..pipeline import compression_line, format_table, run_pipeline
 
+    flags.check_out_flags(args)
     cfg = load_config(RunConfig, args.config_file or args.config, overrides)
     flags.check_data_flags(overrides, cfg.data)
     flags.check_run_flags(overrides, cfg)
@@ -42,6 +43,7 @@ def run(args, overrides):
 def train(args, overrides):
     from ..train import resolve_device, train as train_model
 
+    flags.check_out_flags(args)
     cfg = load_config(TrainConfig, args.config, overrides)
     flags.check_data_flags(overrides, cfg.data)
     flags.check_stage_flags(overrides, "train", cfg.train)
@@ -67,6 +69,7 @@ def distill(args, overrides):
     from ..trajectory import open_checkpoint
 
     overrides |= {"teachers": args.teachers} | ({"teacher_model": args.teacher_model} if args.teacher_model else {})
+    flags.check_out_flags(args)
     cfg = load_config(DistillConfig, args.config, overrides)
     flags.check_data_flags(overrides, cfg.data)
     flags.check_stage_flags(overrides, "student", cfg.student)

@@ -58,10 +58,13 @@ def check_select_flags(args, overrides: dict, parts: list[str]) -> None:
 
 
 def check_run_flags(overrides: dict, cfg) -> None:
-    """``ckptkd run``: ``--checkpoints`` and the information flags, under the resolved ``cfg.select``."""
-    if "select.checkpoints" in overrides and "explicit" not in cfg.select.policy.split("+"):
+    """``ckptkd run``: ``--checkpoints``, ``-k`` and the information flags, under the resolved ``cfg.select``."""
+    parts = cfg.select.policy.split("+")
+    if "select.checkpoints" in overrides and "explicit" not in parts:
         _refuse("--checkpoints", f"it lists the epochs of policy explicit, and policy {cfg.select.policy} "
                                  "chooses its own")
+    if "select.k" in overrides and cfg.select.k > 1 and parts == ["explicit"]:
+        _refuse("-k", "policy explicit takes the epochs of --checkpoints, however many -k asks for")
     check_info_flags(overrides, cfg.info, cfg.select.policy)
 
 
@@ -85,3 +88,11 @@ def check_teacher_flags(overrides: dict, teachers: list) -> None:
     """``distill --combine`` is the rule of an ensemble: one ``--teacher`` is none."""
     if "kd.combine" in overrides and len(teachers) == 1:
         _refuse("--combine", "it combines the members of an ensemble, and one --teacher was given")
+
+
+def check_out_flags(args) -> None:
+    """``--resume`` keeps the run in --out and ``--overwrite`` replaces it: together, one of them
+    would be ignored (resume wins over a run, overwrite has nothing to do without one)."""
+    if args.resume and args.overwrite:
+        raise CkptkdError("--resume and --overwrite contradict each other: --resume continues the run in --out, "
+                          "--overwrite replaces it; pass one")

@@ -91,6 +91,9 @@ class Run:
         An existing folder is never touched unless ``overwrite`` or a matching ``resume``.
         """
         path = Path(path)
+        if resume and overwrite:  # one of them would be ignored
+            raise CkptkdError("resume and overwrite contradict each other: resume continues the run in "
+                              f"{str(path)!r}, overwrite replaces it; pass one")
         want = config_hash(config)
         if occupied(path):
             is_run = (path / "manifest.json").exists()
