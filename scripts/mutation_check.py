@@ -35,6 +35,8 @@ class Mutation:
     tests: tuple[str, ...]  # pytest arguments: files, or file::test, or -k expressions
 
 
+NO_FINISH = "tests/test_distributed.py::test_a_torchrun_script_that_never_calls_finish_ends_cleanly_with_its_status"
+
 MUTATIONS = [
     Mutation("kd-uniform-target", "distillation ignores the teacher (uniform KD target)",
              "ckptkd/distill.py", "        target = self.teacher_log_probs(x, idx, epoch)\n",
@@ -135,21 +137,24 @@ MUTATIONS = [
              "ckptkd/info/analyze.py", '"probe_size", "probe_seed")', '"probe_size")',
              ("tests/test_analysis_cache.py",)),
     Mutation("analyze-key-ignores-split", "an estimate on the training probe is served for the validation probe",
-             "ckptkd/info/analyze.py", '    if split != "train":  # training-probe keys', '    if False:  # training-probe keys',
+             "ckptkd/info/analyze.py", '    if split != "train":  # training-probe keys',
+             '    if False:  # training-probe keys',
              ("tests/test_analysis_cache.py", "tests/test_select.py")),
     Mutation("proxy-subset-fp-ignores-seed", "proxy students' data subsets of two seeds share a fingerprint "
              "(their teacher-cache entries overwrite each other)",
-             "ckptkd/select/context.py", 'f"{fp}/subset/{cfg.data_fraction}/{cfg.seed}"', 'f"{fp}/subset/{cfg.data_fraction}"',
+             "ckptkd/select/context.py", 'f"{fp}/subset/{cfg.data_fraction}/{cfg.seed}"',
+             'f"{fp}/subset/{cfg.data_fraction}"',
              ("tests/test_select_known_answers.py", "tests/test_select.py")),
     Mutation("select-seed-ignored", "select --seed is accepted and ignored (issue 22)",
              "ckptkd/cli/commands.py", 'seed = overrides.get("seed", run_cfg.get("seed", 0))',
-             'seed = run_cfg.get("seed", 0)', ("tests/test_select_known_answers.py::test_select_seed_seeds_the_proxy_student",)),
+             'seed = run_cfg.get("seed", 0)',
+             ("tests/test_select_known_answers.py::test_select_seed_seeds_the_proxy_student",)),
     Mutation("torchrun-teardown", "a torchrun script that never calls finish() goes through interpreter teardown",
              "ckptkd/parallel.py", "        _end_at_exit()\n", "        atexit.register(leave)\n",
-             ("tests/test_distributed.py::test_a_torchrun_script_that_never_calls_finish_ends_cleanly_with_its_status",)),
+             (NO_FINISH,)),
     Mutation("torchrun-exit-status-lost", "a torchrun script's sys.exit(3) ends its ranks with status 0",
              "ckptkd/parallel.py", "    finish(_status[0] if _status else 0)\n", "    finish(0)\n",
-             ("tests/test_distributed.py::test_a_torchrun_script_that_never_calls_finish_ends_cleanly_with_its_status",)),
+             (NO_FINISH,)),
     Mutation("label-gap-warned-only", "labels 0 and 1000 train a 1001-class model with a warning",
              "ckptkd/data/__init__.py", "    if len(empty) > k:\n", "    if False:\n", ("tests/test_labels.py",)),
     Mutation("teacher-head-unchecked", "a teacher module with another head size fails mid-training with a traceback",

@@ -144,8 +144,8 @@ def test_a_kill_while_a_run_folder_is_made_or_replaced_leaves_no_half_run(tmp_pa
     assert_same_as(Run(out), reference)
     assert [p.name for p in tmp_path.iterdir()] == ["run"]
     said = [line for line in printed.err.splitlines() if left in line]
-    assert said == [f"ckptkd: warning: removed {left}, left beside {str(out)!r} by a ckptkd killed "
-                    f"{'while --overwrite deleted the old run' if 'overwrite' in fault else 'while it created the run'}; "
+    when = "while --overwrite deleted the old run" if "overwrite" in fault else "while it created the run"
+    assert said == [f"ckptkd: warning: removed {left}, left beside {str(out)!r} by a ckptkd killed {when}; "
                     f"starting {str(out)!r} as a new run"]
     resumed = [line for line in printed.out.splitlines() if "resum" in line]
     assert resumed == ([f"{out}: nothing saved to resume from; training from epoch 1"] if again == "--resume" else [])
