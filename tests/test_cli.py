@@ -165,7 +165,7 @@ def test_analyze_and_select_a_folder_of_foreign_checkpoints(foreign_folder, caps
 
 
 def test_foreign_folder_without_model_is_an_error(foreign_folder, capsys):
-    code, _, err = ckptkd(capsys, "select", foreign_folder, "--data", "digits", "--policy", "last")
+    code, _, err = ckptkd(capsys, "select", foreign_folder, "--policy", "last")
     assert_user_error(code, err, "--model")
 
 

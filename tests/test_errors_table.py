@@ -559,6 +559,9 @@ CASES: list[Case] = [
          "--min-spacing", "2"],
          "--min-spacing has no effect here: it spaces the picks of a snapshot ensemble, and -k 1 makes one pick; "
          "drop it"),
+    Case("select-data-for-epochs-alone", "`select --data` with a policy that reads only the epochs",
+         ["select", "run", "--policy", "halfway", "--data", "digits"],
+         "--data has no effect here: policy halfway reads only the checkpoints' epochs, no data and no model; drop it"),
     Case("select-probe-without-analysis", "an information-estimate flag with a policy that reads no estimate",
          ["select", "run", "--policy", "best-val", "--probe-size", "50"],
          "--probe-size has no effect here: policy best-val reads no information estimate (only mi, mi-val, iyf, "

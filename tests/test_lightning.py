@@ -84,10 +84,9 @@ def test_a_foreign_module_is_kept_whole_and_needs_model_later(digits, tmp_path, 
     ckpts = Run(tmp_path / "teacher").checkpoints()
     assert [c.epoch for c in ckpts] == [3] and all(k.startswith("net.") for k in ckpts[0].state_dict())
     capsys.readouterr()
-    assert main(["select", str(tmp_path / "teacher"), "--policy", "last", "--data", "digits"]) == 2
+    assert main(["select", str(tmp_path / "teacher"), "--policy", "last"]) == 2
     assert "say it with --model" in capsys.readouterr().err
-    assert main(["select", str(tmp_path / "teacher"), "--policy", "last", "--model", "mlp_xs",
-                 "--data", "digits"]) == 0
+    assert main(["select", str(tmp_path / "teacher"), "--policy", "last", "--model", "mlp_xs"]) == 0
     assert "epoch 3" in capsys.readouterr().out
 
 

@@ -208,8 +208,10 @@ def select(args, overrides):
     ckpts = open_trajectory(args.run, args.model)
     if any(p != "explicit" for p in parts):
         check_k(ckpts, args.k, args.min_spacing)  # before any scores, which are the slow part
-    ctx = _selection_context(args, overrides)
-    flags.check_info_flags(overrides, ctx.info, args.policy)
+    ctx = None  # policies of the epochs alone: no data is loaded
+    if flags.check_input_flags(args, overrides, parts):
+        ctx = _selection_context(args, overrides)
+        flags.check_info_flags(overrides, ctx.info, args.policy)
     scored = [p for p in parts if p != "explicit"]
     scores = {p: policy_scores(p, ckpts, ctx) for p in scored}
     costs = {p: get_policy(p).cost_s(ckpts, ctx) for p in scored}

@@ -57,6 +57,22 @@ def check_select_flags(args, overrides: dict, parts: list[str]) -> None:
         _refuse("--min-spacing", "it spaces the picks of a snapshot ensemble, and -k 1 makes one pick")
 
 
+def check_input_flags(args, overrides: dict, parts: list[str]) -> bool:
+    """Whether ``ckptkd select`` under ``parts`` reads any input (data, model outputs); when it
+    reads only the epochs (last, halfway, explicit), the flags of the inputs are refused."""
+    from ..select import POLICIES
+
+    if any(POLICIES[p].needs for p in parts):
+        return True
+    given = [flag for key, flag in (("data.spec", "--data"), ("data.stream", "--stream"), ("data.workers", "--workers"),
+                                    ("device", "--device")) if key in overrides]
+    if args.config:
+        given.append("--config")
+    if given:
+        _refuse(given[0], f"policy {args.policy} reads only the checkpoints' epochs, no data and no model")
+    return False
+
+
 def check_run_flags(overrides: dict, cfg) -> None:
     """``ckptkd run``: ``--checkpoints``, ``-k`` and the information flags, under the resolved ``cfg.select``."""
     parts = cfg.select.policy.split("+")
