@@ -92,7 +92,7 @@ def finish(code: int = 0) -> None:
 
 # ------------------------------------------------------------ the rank's end, when a script does not call finish
 
-_status: list[int] = []  # the status this process will exit with, once seen (sys.exit, an uncaught exception)
+_status: list[int] = []  # the status sys.exit was asked for, once it is
 _after_join: list = []  # atexit handlers registered after this process joined: they run before ours (LIFO)
 
 
@@ -101,29 +101,33 @@ def _end_at_exit() -> None:
     calling it: an atexit handler that runs the other atexit handlers, then ``finish`` with
     the status the interpreter would have exited with.
 
-    An atexit handler cannot see that status, so it is watched where it is decided:
-    ``sys.exit`` records its argument and ``sys.excepthook`` (an uncaught exception) records
-    1; a script that runs off its end exits 0. (``raise SystemExit(n)`` written out is not
-    seen and ends 0: such a script should use ``sys.exit(n)`` or ``finish(n)``.) Handlers
-    registered before the join have not run when ours does (atexit runs the latest first),
-    so ours runs them; those registered after it have run, and are not run again.
+    An atexit handler cannot see that status, so it is pieced together: an uncaught exception
+    leaves ``sys.last_type`` (status 1, or 130 for KeyboardInterrupt, as Python would exit),
+    ``sys.exit`` records its argument, and a script that runs off its end exits 0.
+    (``raise SystemExit(n)`` written out is not seen and ends 0: such a script should use
+    ``sys.exit(n)`` or ``finish(n)``.) Handlers registered before the join have not run when
+    ours does (atexit runs the latest first), so ours runs them; those registered after it
+    have run, and are not run again.
     """
-    real_exit, real_hook, real_register = sys.exit, sys.excepthook, atexit.register
+    real_exit, real_register = sys.exit, atexit.register
 
     def exit_(status=None):
         _status[:] = [0 if status is None else status if isinstance(status, int) else 1]
         real_exit(status)
 
-    def excepthook(kind, value, tb):
-        _status[:] = [130 if issubclass(kind, KeyboardInterrupt) else 1]
-        real_hook(kind, value, tb)
-
     def register(func, *args, **kwargs):
         _after_join.append(func)
         return real_register(func, *args, **kwargs)
 
-    sys.exit, sys.excepthook, atexit.register = exit_, excepthook, register
+    sys.exit, atexit.register = exit_, register
     real_register(_exit_rank)
+
+
+def _exit_status() -> int:
+    uncaught = getattr(sys, "last_type", None)  # set by Python for the exception that ended the script
+    if uncaught is not None:
+        return 130 if issubclass(uncaught, KeyboardInterrupt) else 1
+    return _status[0] if _status else 0
 
 
 def _exit_rank() -> None:
@@ -133,7 +137,7 @@ def _exit_rank() -> None:
         atexit.unregister(func)
     atexit._run_exitfuncs()  # the handlers registered before the join, while the interpreter is whole
     _flush_open_files()  # finish skips the teardown that would have flushed files the script left open
-    finish(_status[0] if _status else 0)
+    finish(_exit_status())
 
 
 def _flush_open_files() -> None:
