@@ -92,10 +92,12 @@ def check_stage_flags(overrides: dict, section: str, stage) -> None:
 
 
 def check_data_flags(overrides: dict, data) -> None:
-    """``--workers`` decode images; a dataset of arrays has nothing to decode."""
+    """``--workers`` decode images; a built-in dataset of arrays has nothing to decode (a user's
+    function may return ``ImageFiles``, which are decoded)."""
     from ..data.registry import list_sources, resolve
 
-    if "data.workers" in overrides and not resolve(data.spec)[0].streams:
+    source = resolve(data.spec)[0] if "data.workers" in overrides else None
+    if source is not None and not source.streams and source.arg != "function":
         decoders = ", ".join(s.usage for s in list_sources() if s.streams)
         _refuse("--workers", f"they decode image files ({decoders}), and dataset {data.spec!r} holds none")
 
