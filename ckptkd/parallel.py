@@ -61,12 +61,12 @@ def world() -> World:
             torch.cuda.set_device(me.local_rank)
         # one group that serves CPU tensors (metrics, the CPU device) and CUDA tensors alike
         dist.init_process_group("cpu:gloo,cuda:nccl" if cuda else "gloo")
-        atexit.register(leave)
+        _end_at_exit()
     return me
 
 
 def leave() -> None:
-    """Destroy the process group, if this process joined one (it also runs at exit)."""
+    """Destroy the process group, if this process joined one."""
     if dist.is_initialized():
         dist.destroy_process_group()
 
@@ -80,7 +80,7 @@ def finish(code: int = 0) -> None:
     have Python objects) after interpreter teardown began must take the GIL; Python answers
     with pthread_exit, whose unwinding through a C++ destructor aborts the rank: "terminate
     called without an active exception" (seen in a core dump). The CLI ends every command
-    here; a torchrun script of your own that uses the Python API should end with it too.
+    here, and so does a script of the Python API at its exit, without calling it (``_end_at_exit``).
     """
     if not dist.is_initialized():
         return
@@ -88,6 +88,69 @@ def finish(code: int = 0) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
+
+
+# ------------------------------------------------------------ the rank's end, when a script does not call finish
+
+_status: list[int] = []  # the status sys.exit was asked for, once it is
+_after_join: list = []  # atexit handlers registered after this process joined: they run before ours (LIFO)
+
+
+def _end_at_exit() -> None:
+    """Make a script that joined the process group end its rank as ``finish`` does, without
+    calling it: an atexit handler that runs the other atexit handlers, then ``finish`` with
+    the status the interpreter would have exited with.
+
+    An atexit handler cannot see that status, so it is pieced together: an uncaught exception
+    leaves ``sys.last_type`` (status 1, or 130 for KeyboardInterrupt, as Python would exit),
+    ``sys.exit`` records its argument, and a script that runs off its end exits 0.
+    (``raise SystemExit(n)`` written out is not seen and ends 0: such a script should use
+    ``sys.exit(n)`` or ``finish(n)``.) Handlers registered before the join have not run when
+    ours does (atexit runs the latest first), so ours runs them; those registered after it
+    have run, and are not run again.
+    """
+    real_exit, real_register = sys.exit, atexit.register
+
+    def exit_(status=None):
+        _status[:] = [0 if status is None else status if isinstance(status, int) else 1]
+        real_exit(status)
+
+    def register(func, *args, **kwargs):
+        _after_join.append(func)
+        return real_register(func, *args, **kwargs)
+
+    sys.exit, atexit.register = exit_, register
+    real_register(_exit_rank)
+
+
+def _exit_status() -> int:
+    uncaught = getattr(sys, "last_type", None)  # set by Python for the exception that ended the script
+    if uncaught is not None:
+        return 130 if issubclass(uncaught, KeyboardInterrupt) else 1
+    return _status[0] if _status else 0
+
+
+def _exit_rank() -> None:
+    if not dist.is_initialized():  # the script left the group itself
+        return
+    for func in [*_after_join, _exit_rank]:
+        atexit.unregister(func)
+    atexit._run_exitfuncs()  # the handlers registered before the join, while the interpreter is whole
+    _flush_open_files()  # finish skips the teardown that would have flushed files the script left open
+    finish(_exit_status())
+
+
+def _flush_open_files() -> None:
+    import gc
+    import io
+
+    for f in gc.get_objects():
+        if isinstance(f, io.IOBase):
+            try:
+                if not f.closed and f.writable():
+                    f.flush()
+            except (OSError, ValueError):  # one that cannot be flushed now would not have been at teardown either
+                pass
 
 
 def wrap(model: nn.Module, w: World, device: torch.device) -> nn.Module:

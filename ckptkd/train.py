@@ -106,6 +106,9 @@ def fit(model: nn.Module, method, data: Dataset, stage: StageConfig, *, seed: in
     state = run.load_state() if resume and run is not None else None  # every rank resumes
     if not world.is_main:
         run, progress = None, False
+    if resume and run is not None:  # --resume says which it does: continue, or start (nothing was saved)
+        print(f"{run.path}: resuming after epoch {state['epoch']}, its last complete save point" if state is not None
+              else f"{run.path}: nothing saved to resume from; training from epoch 1")
     if run is not None:  # what the run saw, as resolved from data.augment (a config says only "default")
         run.note(augment=data.augment.name, augment_why=data.augment_why)
     extra = getattr(method, "extra", None)  # a method's own trainable module (a regressor), trained alongside

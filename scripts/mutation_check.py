@@ -35,6 +35,8 @@ class Mutation:
     tests: tuple[str, ...]  # pytest arguments: files, or file::test, or -k expressions
 
 
+NO_FINISH = "tests/test_distributed.py::test_a_torchrun_script_that_never_calls_finish_ends_cleanly_with_its_status"
+
 MUTATIONS = [
     Mutation("kd-uniform-target", "distillation ignores the teacher (uniform KD target)",
              "ckptkd/distill/kd.py", "        target = self.teacher_log_probs(x, idx, epoch)\n",
@@ -208,6 +210,54 @@ MUTATIONS = [
     Mutation("study-lock-ignored", "two drivers run one study folder at once",
              "ckptkd/study/lock.py", "fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)", "pass",
              ("tests/test_executors.py::test_a_second_driver_on_a_study_folder_refuses",)),
+    Mutation("temperature-at-least-1", "temperature scaling never sharpens an under-confident teacher (T >= 1)",
+             "ckptkd/select/temperature.py", "T_RANGE = (1e-2, 1e2)", "T_RANGE = (1.0, 1e2)",
+             ("tests/test_select_known_answers.py",)),
+    Mutation("one-se-unpaired", "val-nll-1se's standard error ignores the pairing (sqrt(var a + var b) / sqrt n)",
+             "ckptkd/select/policies/validation.py",
+             "out.append((float(d.mean()), float(d.std()) / math.sqrt(len(d)) if len(d) > 1 else 0.0))",
+             "out.append((float(d.mean()), float((p.var() + per[best].var()).sqrt()) / math.sqrt(len(d))\n"
+             "                    if len(d) > 1 else 0.0))",
+             ("tests/test_select_known_answers.py",)),
+    # six more (issue 22), in the data and cache keys; four of them passed every test at first
+    Mutation("fingerprint-ignores-labels", "the data fingerprint hashes the inputs only: relabelled or noisier data "
+             "is served the clean data's cached analyses and validation metrics",
+             "ckptkd/data/__init__.py", "    for a in (x, y, xt, yt) + ((xv, yv) if len(yv) else ()):\n",
+             "    for a in (x, xt) + ((xv,) if len(yv) else ()):\n", ("tests/test_data.py",)),
+    Mutation("proxy-key-ignores-seed", "a proxy student's result is served for another --seed",
+             "ckptkd/select/context.py", '"proxy": dataclasses.asdict(proxy_cfg), "seed": self.seed}',
+             '"proxy": dataclasses.asdict(proxy_cfg)}', ("tests/test_select_known_answers.py", "tests/test_select.py")),
+    Mutation("proxy-key-ignores-student", "a proxy student's result is served for another student model",
+             "ckptkd/select/context.py", 'settings = {"stage": dataclasses.asdict(stage), "kd"',
+             'settings = {"kd"', ("tests/test_select_known_answers.py", "tests/test_select.py")),
+    Mutation("analyze-key-ignores-seed", "a cached estimate is served for another probe seed",
+             "ckptkd/info/analyze.py", '"probe_size", "probe_seed")', '"probe_size")',
+             ("tests/test_analysis_cache.py",)),
+    Mutation("analyze-key-ignores-split", "an estimate on the training probe is served for the validation probe",
+             "ckptkd/info/analyze.py", '    if split != "train":  # training-probe keys',
+             '    if False:  # training-probe keys',
+             ("tests/test_analysis_cache.py", "tests/test_select.py")),
+    Mutation("proxy-subset-fp-ignores-seed", "proxy students' data subsets of two seeds share a fingerprint "
+             "(their teacher-cache entries overwrite each other)",
+             "ckptkd/select/context.py", 'f"{fp}/subset/{cfg.data_fraction}/{cfg.seed}"',
+             'f"{fp}/subset/{cfg.data_fraction}"',
+             ("tests/test_select_known_answers.py", "tests/test_select.py")),
+    Mutation("select-seed-ignored", "select --seed is accepted and ignored (issue 22)",
+             "ckptkd/cli/commands.py", 'seed = overrides.get("seed", run_cfg.get("seed", 0))',
+             'seed = run_cfg.get("seed", 0)',
+             ("tests/test_select_known_answers.py::test_select_seed_seeds_the_proxy_student",)),
+    Mutation("torchrun-teardown", "a torchrun script that never calls finish() goes through interpreter teardown",
+             "ckptkd/parallel.py", "        _end_at_exit()\n", "        atexit.register(leave)\n",
+             (NO_FINISH,)),
+    Mutation("torchrun-exit-status-lost", "a torchrun script's sys.exit(3) ends its ranks with status 0",
+             "ckptkd/parallel.py", "    finish(_exit_status())\n", "    finish(0)\n",
+             (NO_FINISH,)),
+    Mutation("torchrun-uncaught-status-lost", "a torchrun script that raises ends its ranks with status 0",
+             "ckptkd/parallel.py", "    if uncaught is not None:\n", "    if False:\n", (NO_FINISH,)),
+    Mutation("label-gap-warned-only", "labels 0 and 1000 train a 1001-class model with a warning",
+             "ckptkd/data/__init__.py", "    if len(empty) > k:\n", "    if False:\n", ("tests/test_labels.py",)),
+    Mutation("teacher-head-unchecked", "a teacher module with another head size fails mid-training with a traceback",
+             "ckptkd/distill/api.py", "    check_teacher_classes(teacher, data, device)\n", "", ("tests/test_labels.py",)),
 ]
 
 

@@ -40,6 +40,11 @@ def test_a_second_analysis_computes_nothing_and_a_new_setting_recomputes(run_cop
     assert len(estimates) == 3  # another probe set: every raw estimate again
 
     estimates.clear()
+    reseeded = analyze(ckpts, digits, replace(cfg, probe_seed=1), folder=run_copy.path, progress=False)
+    assert len(estimates) == 3  # another draw of the probe: every raw estimate again
+    assert [r["ixf"] for r in reseeded] != [r["ixf"] for r in first]
+
+    estimates.clear()
     analyze(ckpts[:2], digits, cfg, folder=run_copy.path, progress=False)
     assert estimates == []
 

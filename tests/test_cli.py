@@ -159,13 +159,13 @@ def test_analyze_and_select_a_folder_of_foreign_checkpoints(foreign_folder, caps
     assert (foreign_folder / "analysis.json").exists()
 
     code, out, _ = ckptkd(capsys, "select", foreign_folder, "--model", "mlp_xs", "--data", "digits", "--json",
-                          "-k", "2", "--probe-size", "200", "--quiet")
+                          "-k", "2", "--quiet")
     assert code == 0
     assert [c["epoch"] for c in json.loads(out)["chosen"]] == [1, 2]
 
 
 def test_foreign_folder_without_model_is_an_error(foreign_folder, capsys):
-    code, _, err = ckptkd(capsys, "select", foreign_folder, "--data", "digits", "--policy", "last")
+    code, _, err = ckptkd(capsys, "select", foreign_folder, "--policy", "last")
     assert_user_error(code, err, "--model")
 
 

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 from torch import nn
@@ -100,6 +101,58 @@ def test_a_torchrun_script_of_the_python_api_ends_with_parallel_finish(tmp_path)
     assert [rank for rank, _ in said] == ["0", "1"], proc.stdout + proc.stderr
     assert said[0][1] == said[1][1]  # one model: the same accuracy on both ranks
     assert "after finish" not in proc.stdout
+
+
+NO_FINISH_SCRIPT = """
+import atexit, os, sys
+import ckptkd
+from ckptkd import DataConfig, StageConfig, parallel
+
+atexit.register(lambda: print(f"early handler of rank {os.environ['RANK']}", flush=True))  # before the join
+
+
+class Teardown:
+    def __del__(self):  # runs when the interpreter tears the module down, which finish never lets happen
+        print("interpreter teardown ran", flush=True)
+
+
+marker = Teardown()
+data = ckptkd.load_dataset(DataConfig(spec="digits", augment="none"))
+stage = StageConfig(model="test_distributed:plain_mlp", epochs=1, batch_size=64)
+_, record = ckptkd.train(data, stage, seed=0, device="cpu", progress=False)
+w = parallel.world()
+atexit.register(lambda: print(f"late handler of rank {w.rank}", flush=True))
+log = open(f"{sys.argv[2]}/rank{w.rank}.txt", "w")  # left open: only teardown would have flushed it
+log.write(f"test acc {record['test_acc']:.6f}")
+print(f"rank {w.rank} of {w.size} done")
+if sys.argv[1] == "exit-3":
+    sys.exit(3)
+if sys.argv[1] == "raise":
+    raise RuntimeError("a bug in the script")
+"""
+
+
+@pytest.mark.parametrize("ending,status", [("end", 0), ("exit-3", 3), ("raise", 1)])
+def test_a_torchrun_script_that_never_calls_finish_ends_cleanly_with_its_status(tmp_path, ending, status):
+    """Without ``parallel.finish()`` each rank still leaves the group and ends as finish does
+    (no interpreter teardown), at exit: with the status the script asked for, after every
+    other atexit handler ran once, and with the files it left open flushed."""
+    script = tmp_path / "no_finish.py"
+    script.write_text(NO_FINISH_SCRIPT)
+    cmd, env = _torchrun_cmd([])
+    cmd = cmd[:cmd.index("-m", 2)] + [str(script), ending, str(tmp_path)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)  # a hung rank fails, not waits
+    out, err = proc.stdout, proc.stderr
+    assert (proc.returncode == 0) == (status == 0), out[-2000:] + err[-4000:]
+    if status:  # torchrun names each failed rank's own exit status
+        assert len(re.findall(rf"exitcode\s*:\s*{status}\b", err)) >= 1, err[-4000:]
+    assert "terminate called" not in err and "Aborted" not in err
+    for rank in (0, 1):
+        assert f"rank {rank} of 2 done" in out
+        assert out.count(f"early handler of rank {rank}") == 1 and out.count(f"late handler of rank {rank}") == 1, out
+        assert (tmp_path / f"rank{rank}.txt").read_text().startswith("test acc ")
+    assert ("RuntimeError: a bug in the script" in err) == (ending == "raise")
+    assert "interpreter teardown ran" not in out  # each rank ended in finish, where gloo cannot abort it
 
 
 def test_parallel_finish_without_torchrun_returns():

@@ -339,7 +339,7 @@ CASES: list[Case] = [
          ["distill", "--teacher", CKPT, "--data", "npz:flat.npz", "--model", "mlp_xs", "--out", "student", "--quiet"],
          SHAPE_ERROR, _npz("flat.npz", **FLAT)),
     Case("trajectory-other-shape", "`ckptkd select` of a run trained on inputs of another shape than the data's",
-         ["select", "run", "--data", "npz:flat.npz", "--probe-size", "20", "--quiet"],
+         ["select", "run", "--data", "npz:flat.npz", "--quiet"],
          SHAPE_ERROR.replace("0003", "0001"), _npz("flat.npz", **FLAT)),
     Case("model-disagrees", "`--model` naming another architecture than a ckptkd checkpoint's own",
          ["eval", CKPT, "--model", "mlp_s", "--data", "digits"],
@@ -382,6 +382,19 @@ CASES: list[Case] = [
          _train(data="npz:bad.npz"),
          DATA_ERRORS + "test labels go up to 7 but train labels only to 2; the splits disagree on the classes",
          _npz("bad.npz", y_test=np.arange(9) % 3 + 5)),
+    Case("label-gap", "labels that are not class indices (0 and 1000: a model of 1001 outputs)",
+         _train(data="npz:bad.npz"),
+         DATA_ERRORS + "the training labels are 0, 1000 (2 classes), yet labels go up to 1000: no training sample "
+         "has label 1, 2, 3, 4, 5, ..., so models get 1001 outputs, most of them for no class; labels must be class "
+         "indices from 0 (remap them to 0..1)",
+         _npz("bad.npz", y=np.arange(30) % 2 * 1000, y_test=np.arange(9) % 2 * 1000)),
+    Case("label-gap-noise", "label noise on labels that skip a class (noise would flip samples into it)",
+         _train("--config", "job.yaml", data="npz:bad.npz"),
+         DATA_ERRORS + "the training labels are 1, 2, 3 (3 classes), yet labels go up to 3: no training sample has "
+         "label 0, so models get 4 outputs, and data.label_noise would flip samples to those labels; labels must "
+         "be class indices from 0 (remap them to 0..2)",
+         _all(_npz("bad.npz", y=np.arange(30) % 3 + 1, y_test=np.arange(9) % 3 + 1),
+              _text("job.yaml", "data:\n  label_noise: 0.2\n"))),
     Case("label-count", "fewer labels than inputs", _train(data="npz:bad.npz"),
          DATA_ERRORS + "train has 30 inputs but 29 labels", _npz("bad.npz", y=np.arange(29) % 3)),
     Case("split-shapes", "test images of another size than the training images",
@@ -607,6 +620,74 @@ CASES: list[Case] = [
     Case("seed-without-effect", "`--seed` on a command that draws nothing at random (eval; analyze has "
          "`--probe-seed`)", ["eval", "run/checkpoints/epoch_0003.safetensors", "--seed", "3"],
          "unrecognized arguments: --seed 3; see ckptkd --help"),
+    # flags that would have no effect in the case at hand (ckptkd/cli/flags.py)
+    Case("select-seed-without-proxy", "`select --seed` (the proxy student's seed) with a policy that trains no "
+         "student", ["select", "run", "--seed", "3"],
+         "--seed has no effect here: it sets the proxy student, and policy val-nll-1se trains none (only proxy, "
+         "proxy-full do), nor does the verdict on distilling here (selection has no student settings); drop it"),
+    Case("select-student-without-proxy", "`select --student-model` with a policy that trains no student, and no "
+         "budget for the verdict's proxy students", ["select", "run", "--policy", "best-val", "--student-model",
+                                                      "mlp_s", "--budget", "0"],
+         "--student-model has no effect here: it sets the proxy student, and policy best-val trains none (only "
+         "proxy, proxy-full do), nor does the verdict on distilling here (2 paired proxy seeds would spend 0.80 "
+         "distillations and the budget leaves 0.00); drop it"),
+    Case("select-checkpoints-without-explicit", "`select --checkpoints` with a policy other than explicit",
+         ["select", "run", "--policy", "last", "--checkpoints", "2"],
+         "--checkpoints has no effect here: it lists the epochs of policy explicit, and policy last chooses its "
+         "own; drop it"),
+    Case("select-k-with-explicit", "`-k 2` with policy explicit alone", ["select", "run", "--policy", "explicit",
+         "--checkpoints", "2", "-k", "2"],
+         "-k has no effect here: policy explicit takes the epochs of --checkpoints, however many -k asks for; drop it"),
+    Case("select-min-spacing-one-pick", "`--min-spacing` with `-k 1`", ["select", "run", "--policy", "last",
+         "--min-spacing", "2"],
+         "--min-spacing has no effect here: it spaces the picks of a snapshot ensemble, and -k 1 makes one pick; "
+         "drop it"),
+    Case("select-data-for-epochs-alone", "`select --data` with a policy that reads only the epochs",
+         ["select", "run", "--policy", "halfway", "--data", "digits"],
+         "--data has no effect here: policy halfway reads only the checkpoints' epochs, no data and no model; drop it"),
+    Case("select-probe-without-analysis", "an information-estimate flag with a policy that reads no estimate",
+         ["select", "run", "--policy", "best-val", "--probe-size", "50"],
+         "--probe-size has no effect here: policy best-val reads no information estimate (only mi, mi-val, iyf, "
+         "iyf-val do); drop it"),
+    Case("select-scaling-raw-estimates", "`--scaling` with a policy that reads a raw estimate",
+         ["select", "run", "--policy", "iyf", "--scaling", "raw"],
+         "--scaling has no effect here: policy iyf reads raw estimates, not the scaled score (only mi, mi-val do); "
+         "drop it"),
+    Case("tau-without-softmax", "`--tau` when neither the features nor the estimator read a softmax",
+         ["analyze", "run", "--tau", "2", "--quiet"],
+         "--tau has no effect here: it is the softmax temperature of --features softmax and --estimator "
+         "categorical, and this analysis uses --features penultimate with --estimator kde; drop it"),
+    Case("run-checkpoints-without-explicit", "`run --checkpoints` with a policy other than explicit",
+         _run("--checkpoints", "2"),
+         "--checkpoints has no effect here: it lists the epochs of policy explicit, and policy val-nll-1se chooses "
+         "its own; drop it"),
+    Case("run-probe-without-analysis", "`run --probe-size` with a policy that reads no estimate",
+         _run("--probe-size", "50"),
+         "--probe-size has no effect here: policy val-nll-1se reads no information estimate (only mi, mi-val, iyf, "
+         "iyf-val do); drop it"),
+    Case("milestones-without-multistep", "`--milestones` under the cosine schedule", _train("--milestones", "2"),
+         "--milestones has no effect here: they are the epochs of the multistep schedule, and train.schedule is "
+         "cosine (pass --schedule multistep); drop it"),
+    Case("workers-without-images", "`--workers` for a dataset of arrays (nothing to decode)",
+         _train("--workers", "2"),
+         "--workers has no effect here: they decode image files (imagefolder:DIR, webdataset:DIR), and dataset "
+         "'digits' holds none; drop it"),
+    Case("combine-one-teacher", "`distill --combine` with a single teacher",
+         ["distill", "--teacher", CKPT, "--data", "digits", "--combine", "probs", "--out", "student", "--quiet"],
+         "--combine has no effect here: it combines the members of an ensemble, and one --teacher was given; "
+         "drop it"),
+    Case("eval-combine-without-ensemble", "`eval --combine` without `--ensemble`",
+         ["eval", CKPT, "--data", "digits", "--combine", "probs"],
+         "--combine has no effect here: it is the rule of --ensemble, which was not given; drop it, or add "
+         "--ensemble"),
+    Case("eval-quiet", "`eval --quiet` (eval shows no progress bar)", ["eval", CKPT, "--data", "digits", "--quiet"],
+         "unrecognized arguments: --quiet; see ckptkd --help"),
+    Case("resume-and-overwrite", "`--resume` and `--overwrite` together", _train("--resume", "--overwrite", out="run"),
+         "--resume and --overwrite contradict each other: --resume continues the run in --out, --overwrite "
+         "replaces it; pass one"),
+    Case("run-k-with-explicit", "`run -k 2` with policy explicit alone",
+         _run("--policy", "explicit", "--checkpoints", "2", "-k", "2"),
+         "-k has no effect here: policy explicit takes the epochs of --checkpoints, however many -k asks for; drop it"),
     Case("bad-device-name", "a device name that is not one", _train("--device", "gpu"),
          "device must be auto, cpu or cuda[:N], got 'gpu'"),
     Case("missing-gpu", "`--device cuda` on a machine without a GPU", _train("--device", "cuda"),

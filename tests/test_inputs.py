@@ -85,7 +85,8 @@ def test_a_teacher_of_another_input_shape_is_refused(command, flat_run, tmp_path
             "distill": ["distill", "--teacher", ckpt, "--model", "mlp_xs", "--out", tmp_path / "student"],
             "analyze": ["analyze", flat_run], "select": ["select", flat_run]}[command]
     before = digest(flat_run)
-    code, out, err = cli(capsys, *argv, "--data", "digits", "--quiet")
+    quiet = [] if command == "eval" else ["--quiet"]  # eval shows no progress bar: it takes no --quiet
+    code, out, err = cli(capsys, *argv, "--data", "digits", *quiet)
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
     assert "(1, 64)" in err and "(1, 8, 8)" in err
     assert digest(flat_run) == before and not (tmp_path / "student").exists()

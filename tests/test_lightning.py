@@ -69,7 +69,7 @@ def test_trainer_keeps_a_trajectory_that_select_and_distill_read(digits, tmp_pat
     assert [m["epoch"] for m in run.metrics()] == [2, 3]
 
     capsys.readouterr()
-    assert main(["select", str(run.path), "--probe-size", "200", "--json", "--quiet"]) == 0  # data from the run
+    assert main(["select", str(run.path), "--json", "--quiet"]) == 0  # data from the run
     chosen = json.loads(capsys.readouterr().out)["chosen"][0]["path"]
     assert chosen in {str(c.path) for c in ckpts}
     assert main(["distill", "--teacher", chosen, "--data", "digits", "--model", "mlp_xs", "--epochs", "1",
@@ -84,10 +84,9 @@ def test_a_foreign_module_is_kept_whole_and_needs_model_later(digits, tmp_path, 
     ckpts = Run(tmp_path / "teacher").checkpoints()
     assert [c.epoch for c in ckpts] == [3] and all(k.startswith("net.") for k in ckpts[0].state_dict())
     capsys.readouterr()
-    assert main(["select", str(tmp_path / "teacher"), "--policy", "last", "--data", "digits"]) == 2
+    assert main(["select", str(tmp_path / "teacher"), "--policy", "last"]) == 2
     assert "say it with --model" in capsys.readouterr().err
-    assert main(["select", str(tmp_path / "teacher"), "--policy", "last", "--model", "mlp_xs",
-                 "--data", "digits", "--probe-size", "100"]) == 0
+    assert main(["select", str(tmp_path / "teacher"), "--policy", "last", "--model", "mlp_xs"]) == 0
     assert "epoch 3" in capsys.readouterr().out
 
 

@@ -12,7 +12,6 @@ it would end with the same weights.
 """
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from ckptkd import CkptkdError
 from ckptkd.cli import main
 from ckptkd.io import sha256_file
 from ckptkd.trajectory import Run
@@ -117,24 +117,54 @@ def test_a_kill_at_a_named_point_resumes_from_the_last_complete_save_point(
     assert all(before[c.epoch] == c.sha256 for c in resumed.checkpoints() if c.epoch in before)
 
 
+@pytest.mark.parametrize("again", ["--resume", "plain"])
 @pytest.mark.parametrize("fault", ["mid-create:1", "mid-overwrite:1"])
-def test_a_kill_while_a_run_folder_is_made_or_replaced_leaves_no_half_run(tmp_path, reference, trained_epochs, fault):
-    """The folder appears whole or not at all: after the kill --out holds nothing, and the next
-    training (plain, --resume or --overwrite alike) starts there and clears the leftovers."""
+def test_a_kill_while_a_run_folder_is_made_or_replaced_leaves_no_half_run(tmp_path, reference, trained_epochs, fault,
+                                                                          again, capsys):
+    """The folder appears whole or not at all: after the kill --out holds nothing, and the same
+    command again, or the command with --resume (in place of --overwrite, which it contradicts),
+    starts a new run there, clears the leftovers and says so (--resume also says that there was
+    nothing to resume)."""
     out = tmp_path / "run"
     if fault.startswith("mid-overwrite"):
         assert main([*ARGS, "--epochs", "1", "--out", str(out)]) == 0  # the run --overwrite replaces
         trained_epochs.clear()
-        killed_at(fault, *ARGS, "--out", str(out), "--overwrite")
+        command = [*ARGS, "--out", str(out), "--overwrite"]
     else:
-        killed_at(fault, *ARGS, "--out", str(out))
+        command = [*ARGS, "--out", str(out)]
+    killed_at(fault, *command)
     assert not out.exists()
-    assert [p.name for p in tmp_path.iterdir()] == [f".run.ckptkd-{'removing' if 'overwrite' in fault else 'creating'}"]
+    left = f".run.ckptkd-{'removing' if 'overwrite' in fault else 'creating'}"
+    assert [p.name for p in tmp_path.iterdir()] == [left]
 
-    assert main([*ARGS, "--out", str(out), "--resume"]) == 0
+    capsys.readouterr()
+    assert main([*ARGS, "--out", str(out), "--resume"] if again == "--resume" else command) == 0
+    printed = capsys.readouterr()
     assert trained_epochs == [("run", e) for e in range(1, EPOCHS + 1)]
     assert_same_as(Run(out), reference)
     assert [p.name for p in tmp_path.iterdir()] == ["run"]
+    said = [line for line in printed.err.splitlines() if left in line]
+    when = "while --overwrite deleted the old run" if "overwrite" in fault else "while it created the run"
+    assert said == [f"ckptkd: warning: removed {left}, left beside {str(out)!r} by a ckptkd killed {when}; "
+                    f"starting {str(out)!r} as a new run"]
+    resumed = [line for line in printed.out.splitlines() if "resum" in line]
+    assert resumed == ([f"{out}: nothing saved to resume from; training from epoch 1"] if again == "--resume" else [])
+
+
+def test_resume_and_overwrite_together_are_refused(tmp_path):
+    with pytest.raises(CkptkdError, match="resume and overwrite contradict each other"):
+        Run.create(tmp_path / "run", {}, model="mlp_xs", num_classes=10, in_shape=(1, 8, 8), data_fingerprint="",
+                   resume=True, overwrite=True)
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_says_where_it_continues(tmp_path, reference, trained_epochs, capsys):
+    out = tmp_path / "run"
+    killed_at("before-state:3", *ARGS, "--out", str(out))  # checkpoint 3 complete, the state still epoch 2's
+    capsys.readouterr()
+    assert main([*ARGS, "--out", str(out), "--resume"]) == 0
+    assert f"{out}: resuming after epoch 2, its last complete save point" in capsys.readouterr().out.splitlines()
+    assert trained_epochs == [("run", e) for e in range(3, EPOCHS + 1)]
 
 
 def test_a_resume_uses_the_saved_optimizer_and_order_state(tmp_path, reference, trained_epochs):
@@ -173,9 +203,8 @@ def test_killed_at_random_moments_and_resumed_matches_the_uninterrupted_training
     rng = random.Random(1234)
     out = tmp_path / "resumed"
     for _ in range(3):
-        if out.exists() and not (out / "manifest.json").exists():
-            shutil.rmtree(out)  # killed inside Run.create, before its manifest: nothing to resume
-        proc = ckptkd(*ARGS, "--out", str(out), *(["--resume"] if out.exists() else []))
+        assert not out.exists() or (out / "manifest.json").exists()  # Run.create is all or nothing
+        proc = ckptkd(*ARGS, "--out", str(out), "--resume")  # the same command each time
         try:
             proc.wait(timeout=rng.uniform(0.0, duration))  # not a race: either outcome is accepted
             assert proc.returncode == 0, proc.stderr.read()
@@ -193,9 +222,7 @@ def test_killed_at_random_moments_and_resumed_matches_the_uninterrupted_training
             assert state["epoch"] in epochs[-2:]
         if run.complete:
             assert epochs == list(range(1, EPOCHS + 1))
-    if out.exists() and not (out / "manifest.json").exists():
-        shutil.rmtree(out)
-    final = ckptkd(*ARGS, "--out", str(out), *(["--resume"] if out.exists() else []))
+    final = ckptkd(*ARGS, "--out", str(out), "--resume")
     assert final.wait() == 0, final.stderr.read()
     assert_same_as(Run(out), reference)
 

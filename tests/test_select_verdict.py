@@ -179,8 +179,10 @@ def test_budget_flag_reaches_the_config_of_run_and_study_and_the_context_of_sele
     args = parser.parse_args(["study", str(study), "--budget", "2.5"])
     assert load_config(StudyConfig, args.config_file, _overrides(args)).budget == 2.5
     # select: --budget decides what the verdict may spend; 0 compares nothing and says so
-    argv = ["select", str(run_copy.path), "--policy", "val-nll-1se", "--student-model", "mlp_xs", "--student-epochs",
-            "2", "--json", "--quiet"]
+    # (the student from --config: as flags, with nothing to train them, they would be refused)
+    student = tmp_path / "student.yaml"
+    student.write_text("data: {spec: digits}\nstudent: {model: mlp_xs, epochs: 2}\n")
+    argv = ["select", str(run_copy.path), "--policy", "val-nll-1se", "--config", str(student), "--json", "--quiet"]
     assert main([*argv, "--budget", "0"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["budget"] == 0 and out["distillations"] == 0 and out["recommendation"]["evidence"] is None
@@ -198,3 +200,15 @@ def test_select_prints_the_confidence_and_the_verdict_with_the_pick(run_copy, ca
     assert lines[chosen + 2] == ("verdict: distil: no KD was not compared (selection has no student settings); give a "
                                  "student section in --config or --student-model to compare it")
     assert lines[chosen + 3] == "spent 0.00 of a budget of 1.00 distillations"
+
+
+def test_select_student_flags_set_the_verdicts_proxy_students(run_copy, capsys):
+    """With a policy that trains nothing, ``--student-model`` still acts: the verdict's proxy
+    students are that model (refused only where the verdict trains none either)."""
+    from ckptkd.cli import main
+
+    argv = ["select", str(run_copy.path), "--policy", "best-val", "--student-model", "mlp_xs", "--student-epochs", "10",
+            "--json", "--quiet"]
+    assert main(argv) == 0
+    verdict = json.loads(capsys.readouterr().out)["recommendation"]
+    assert verdict["evidence"] is not None and verdict["evidence"]["pairs"] >= 2 and verdict["spent"] > 0

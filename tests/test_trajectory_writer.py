@@ -46,7 +46,7 @@ def test_a_plain_loop_leaves_a_run_that_analyze_select_distill_and_report_read(d
     capsys.readouterr()
     assert main(["analyze", str(run.path), "--probe-size", "200", "--quiet"]) == 0  # no --data: the folder says
     assert "<- best" in capsys.readouterr().out
-    assert main(["select", str(run.path), "--probe-size", "200", "--json", "--quiet"]) == 0
+    assert main(["select", str(run.path), "--json", "--quiet"]) == 0
     chosen = json.loads(capsys.readouterr().out)["chosen"][0]["path"]
     assert main(["distill", "--teacher", chosen, "--data", "digits", "--model", "mlp_xs", "--epochs", "1",
                  "--out", str(tmp_path / "student"), "--quiet"]) == 0

@@ -33,7 +33,7 @@ def _stage_flags(p, section: str, model_default_help: str):
     g.add_argument("--milestones", type=int, nargs="+", dest=f"{section}.milestones", help="multistep epochs")
 
 
-def _common_flags(p):
+def _common_flags(p, quiet: bool = True):
     p.add_argument("--config", help="YAML config file; flags override its values")
     p.add_argument("--data", dest="data.spec", help=f"dataset spec: {dataset_names()}")
     p.add_argument("--stream", action="store_const", const=True, dest="data.stream",
@@ -43,7 +43,8 @@ def _common_flags(p):
                    help="decode the images into memory, even when they would take more than half of it")
     p.add_argument("--workers", type=int, dest="data.workers", metavar="N", help="processes decoding images (default 2)")
     p.add_argument("--device", dest="device", help="auto, cpu or cuda[:N]")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    if quiet:  # eval shows no progress bar, so it takes no --quiet
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _seed_flag(p, help_="training seed (default 0)"):
@@ -151,9 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoints", nargs="+", help="checkpoint files")
     p.add_argument("--model", help="architecture of foreign checkpoints")
     p.add_argument("--ensemble", action="store_true", help="also evaluate the ensemble of all of them")
-    p.add_argument("--combine", default="logits", help="ensemble rule: logits or probs")
+    p.add_argument("--combine", help="--ensemble's rule: logits (default) or probs")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    _common_flags(p)
+    _common_flags(p, quiet=False)
 
     for name, help_ in [("analyze", "estimate I(X;F) and I(Y;F) for every checkpoint of a run"),
                         ("select", "rank a run's checkpoints and choose the teacher (Algorithm 1)")]:

@@ -10,6 +10,7 @@ from ..config import (DataConfig, DistillConfig, InfoConfig, KDConfig, RunConfig
 from ..data import load_dataset
 from ..errors import CkptkdError
 from ..models import create_model
+from . import flags
 
 
 def _progress(args) -> bool:
@@ -30,8 +31,11 @@ def run(args, overrides):
     from .. import parallel
     from ..pipeline import compression_line, format_table, run_pipeline, verdict_lines
 
+    flags.check_out_flags(args)
     cfg = load_config(RunConfig, args.config_file or args.config, overrides)
     _check_method(cfg, teachers=cfg.select.k, overrides=overrides)  # before the output folder exists
+    flags.check_data_flags(overrides, cfg.data)
+    flags.check_run_flags(overrides, cfg)
     rows = run_pipeline(cfg, args.out, overwrite=args.overwrite, resume=args.resume, progress=_progress(args), say=_say)
     from ..distill import describe_method
 
@@ -61,7 +65,10 @@ def _check_method(cfg, teachers: int | None = None, overrides: dict | None = Non
 def train(args, overrides):
     from ..train import resolve_device, train as train_model
 
+    flags.check_out_flags(args)
     cfg = load_config(TrainConfig, args.config, overrides)
+    flags.check_data_flags(overrides, cfg.data)
+    flags.check_stage_flags(overrides, "train", cfg.train)
     data = load_dataset(cfg.data)
     create_model(cfg.train.model, data.num_classes, data.in_shape)  # a bad model spec fails before --out exists
     device = resolve_device(cfg.device)  # so does a device this machine lacks
@@ -85,8 +92,12 @@ def distill(args, overrides):
     from ..trajectory import open_checkpoint
 
     overrides |= {"teachers": args.teachers} | ({"teacher_model": args.teacher_model} if args.teacher_model else {})
+    flags.check_out_flags(args)
     cfg = load_config(DistillConfig, args.config, overrides)
     _check_method(cfg, teachers=len(cfg.teachers), overrides=overrides, models=False)  # before anything else
+    flags.check_data_flags(overrides, cfg.data)
+    flags.check_stage_flags(overrides, "student", cfg.student)
+    flags.check_teacher_flags(overrides, cfg.teachers)
     data = load_dataset(cfg.data)
     ckpts = [open_checkpoint(t, cfg.teacher_model) for t in cfg.teachers]
     teacher = Teacher.from_checkpoints(ckpts, data.num_classes, data.in_shape, cfg.kd.combine,
@@ -142,7 +153,10 @@ def eval(args, overrides):  # noqa: A001 - the subcommand's name
     from ..train import evaluate, resolve_device
     from ..trajectory import load_model, open_checkpoint
 
-    from_dict(KDConfig, {"combine": args.combine}, "kd")  # checked with or without --ensemble
+    combine = from_dict(KDConfig, {"combine": args.combine or "logits"}, "kd").combine  # a bad rule first
+    if args.combine is not None and not args.ensemble:
+        raise CkptkdError("--combine has no effect here: it is the rule of --ensemble, which was not given; "
+                          "drop it, or add --ensemble")
     data = load_dataset(_data_config(args, overrides))
     device = resolve_device(overrides.get("device", "auto"))
     ckpts = [open_checkpoint(c, args.model) for c in args.checkpoints]
@@ -151,9 +165,9 @@ def eval(args, overrides):  # noqa: A001 - the subcommand's name
         m = load_model(c, data.num_classes, data.in_shape, data.fingerprint).to(device)
         results.append({"checkpoint": str(c.path), **evaluate(m, data.x_test, data.y_test, device=device)})
     if args.ensemble:
-        t = Teacher.from_checkpoints(ckpts, data.num_classes, data.in_shape, args.combine,
+        t = Teacher.from_checkpoints(ckpts, data.num_classes, data.in_shape, combine,
                                      fingerprint=data.fingerprint).to(device)
-        results.append({"checkpoint": f"ensemble ({args.combine})", **evaluate(t, data.x_test, data.y_test, device=device)})
+        results.append({"checkpoint": f"ensemble ({combine})", **evaluate(t, data.x_test, data.y_test, device=device)})
     if args.json:
         print(json.dumps(results, indent=2))
         return
@@ -173,7 +187,9 @@ def _data_config(args, overrides) -> DataConfig:
 
         data = Run(run_dir).config.get("data", {}) if (run_dir / "manifest.json").exists() else {}
     data = {**data, **{k.split(".", 1)[1]: v for k, v in overrides.items() if k.startswith("data.")}}
-    return from_dict(DataConfig, data, "data")
+    cfg = from_dict(DataConfig, data, "data")
+    flags.check_data_flags(overrides, cfg)
+    return cfg
 
 
 def load_yaml_section(path, section: str) -> dict:
@@ -187,6 +203,7 @@ def _analysis(args, overrides, ckpts=None):
 
     info = {k.split(".", 1)[1]: v for k, v in overrides.items() if k.startswith("info.")}
     cfg = from_dict(InfoConfig, (load_yaml_section(args.config, "info") if args.config else {}) | info, "info")
+    flags.check_info_flags(overrides, cfg)
     data = load_dataset(_data_config(args, overrides))
     ckpts = ckpts or open_trajectory(args.run, args.model)
     device = resolve_device(overrides.get("device", "auto"))
@@ -224,7 +241,7 @@ def select(args, overrides):
     from ..select import check_k, choose, get_policy, parse_policy, policy_scores
     from ..select.budget import check_budget
     from ..select.confidence import statement
-    from ..select.verdict import recommend
+    from ..select.verdict import pairs_to_train, recommend
     from ..trajectory import open_trajectory
 
     if args.k < 1 or args.min_spacing < 0:
@@ -232,11 +249,16 @@ def select(args, overrides):
                           f"--min-spacing {args.min_spacing}")
     epochs = args.checkpoints or []
     parts = parse_policy(args.policy, k=args.k, epochs=epochs)
+    flags.check_select_flags(args, overrides, parts)
     ckpts = open_trajectory(args.run, args.model)
     if any(p != "explicit" for p in parts):
         check_k(ckpts, args.k, args.min_spacing)  # before any scores, which are the slow part
-    ctx = _selection_context(args, overrides)
+    ctx = None  # policies of the epochs alone: no data is loaded
+    if flags.check_input_flags(args, overrides, parts):
+        ctx = _selection_context(args, overrides)
+        flags.check_info_flags(overrides, ctx.info, args.policy)
     spend = check_budget(parts, ckpts, ctx)  # before anything is spent
+    flags.check_proxy_flags(args, overrides, parts, pairs_to_train(ckpts, ctx, spend.distillations)[1])
     scored = [p for p in parts if p != "explicit"]
     scores = {p: policy_scores(p, ckpts, ctx) for p in scored}
     costs = {p: get_policy(p).cost_s(ckpts, ctx) for p in scored}
@@ -256,7 +278,7 @@ def select(args, overrides):
                           "ranking": rankings[scored[0]] if len(scored) == 1 else [],
                           "parts": [{"policy": p, "cost_s": costs[p], "distillations": spends[p],
                                      "ranking": rankings[p], "confidence": confidence[p]} for p in scored],
-                          "cost_s": sum(costs.values()), "budget": ctx.budget,
+                          "cost_s": sum(costs.values()), "budget": ctx.budget if ctx is not None else None,
                           "distillations": spend.distillations + verdict["spent"],
                           "confidence": overall, "recommendation": verdict}, indent=2))
         return

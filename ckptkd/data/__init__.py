@@ -134,7 +134,7 @@ def _noisy_labels_and_split(cfg: DataConfig, y: np.ndarray, num_classes: int) ->
     samples; the noise then flips training and validation labels alike, as in a user's own
     noisy data (never the test labels).
     """
-    _warn_empty_classes(cfg.spec, y, num_classes)
+    _check_classes(cfg, y, num_classes)
     val = validation_mask(cfg.spec, y, cfg.val_fraction, cfg.seed)
     if cfg.label_noise:
         y = flip_labels(y, num_classes, cfg.label_noise, cfg.seed, cfg.label_noise_kind)
@@ -229,14 +229,29 @@ def _source_name(spec: str) -> str:
     return "a dataset function" if source.arg == "function" else source.name
 
 
-def _warn_empty_classes(spec: str, y: np.ndarray, num_classes: int) -> None:
-    """Labels are class indices 0..max: a class no training sample has is most often labels
-    that start at 1, and the model would still get (and never learn) an output for it."""
-    empty = sorted(set(range(num_classes)) - set(np.unique(y).tolist()))
-    if empty:
-        shown = ", ".join(map(str, empty[:5])) + (", ..." if len(empty) > 5 else "")
-        warn(f"dataset {spec!r}: no training sample has label {shown}, yet labels go up to {num_classes - 1}, "
-             f"so models get {num_classes} outputs; labels must be class indices from 0")
+def _shown(values) -> str:
+    values = sorted(values)
+    return ", ".join(map(str, values[:5])) + (", ..." if len(values) > 5 else "")
+
+
+def _check_classes(cfg: DataConfig, y: np.ndarray, num_classes: int) -> None:
+    """Labels are class indices 0..max, so a label no training sample has still gets an output.
+    One or a few such labels are most often labels that start at 1: a warning. Where they
+    would be most of the outputs (labels such as 0 and 1000, which are not indices at all), or
+    where label noise would flip samples into them, the run cannot be what was meant: refused."""
+    present = np.unique(y).tolist()
+    empty = sorted(set(range(num_classes)) - set(present))
+    if not empty:
+        return
+    k, spec = len(present), cfg.spec
+    said = (f"dataset {spec!r}: the training labels are {_shown(present)} ({k} classes), yet labels go up to "
+            f"{num_classes - 1}: no training sample has label {_shown(empty)}, so models get {num_classes} outputs")
+    fix = f"labels must be class indices from 0 (remap them to 0..{k - 1})"
+    if len(empty) > k:
+        raise CkptkdError(f"{said}, most of them for no class; {fix}")
+    if cfg.label_noise:
+        raise CkptkdError(f"{said}, and data.label_noise would flip samples to those labels; {fix}")
+    warn(f"{said}; {fix}")
 
 
 def _check_arrays(spec: str, x, y, xt, yt) -> None:

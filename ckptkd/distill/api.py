@@ -1,13 +1,32 @@
 """``distill``: train a student under a teacher with the configured method (``kd.method``)."""
 from __future__ import annotations
 
+import torch
+
 from .. import parallel
 from ..config import KDConfig, StageConfig
 from ..data import Dataset
+from ..errors import CkptkdError
 from ..teacher import Teacher
 from ..train import build_model, fit
 from ..trajectory import Run
 from .registry import build_method, check_method
+
+
+@torch.no_grad()
+def check_teacher_classes(teacher: Teacher, data: Dataset, device="cpu") -> None:
+    """Refuse a teacher member whose head has another number of classes than the data: its
+    KD target could not be compared with the student's outputs. Checkpoints are checked when
+    they are loaded (``load_model``); this catches modules handed to ``Teacher`` in Python."""
+    x = torch.zeros((2, *data.in_shape), device=device)  # the head's size does not depend on the inputs
+    for i, member in enumerate(teacher.members):
+        was_training = member.training
+        member.eval()  # a batch of two in train mode would move BatchNorm's running statistics
+        classes = member(x).shape[-1]
+        member.train(was_training)
+        if classes != data.num_classes:
+            raise CkptkdError(f"teacher member {i} ({type(member).__name__}) has {classes} outputs but the data has "
+                              f"{data.num_classes} classes; give a teacher trained on these classes")
 
 
 def distill(data: Dataset, stage: StageConfig, teacher: Teacher, kd: KDConfig, *, seed: int = 0,
@@ -26,6 +45,7 @@ def distill(data: Dataset, stage: StageConfig, teacher: Teacher, kd: KDConfig, *
     student = build_model(stage.model, data, seed)
     device = parallel.world().device(device)
     teacher.to(device)
+    check_teacher_classes(teacher, data, device)
     cache = None
     if cache_dir is not None and method_cls.uses_cache:
         from ..teacher_cache import TeacherCache

@@ -49,34 +49,43 @@ def pair_cost(ckpts: Sequence[Checkpoint], ctx: "SelectionContext") -> float:
     return 2 * proxy_spend(ckpts[:1], ctx, ctx.proxy_cfg, "").distillations
 
 
-def recommend(chosen: Sequence[Checkpoint], ctx: "SelectionContext | None", spent: float = 0.0) -> dict:
-    """The verdict for the teacher ``chosen``, spending at most the context's budget less
-    ``spent`` (what the selection itself declared)."""
+def pairs_to_train(ckpts: Sequence[Checkpoint], ctx: "SelectionContext | None",
+                   spent: float = 0.0) -> tuple[int, tuple[str, str] | None]:
+    """How many proxy pairs the verdict will train for a pick among ``ckpts`` (a pair costs the
+    same whichever checkpoint teaches), or 0 and (why not, what would compare it). Known
+    before anything is spent, so that ``select`` can refuse a flag that would set nothing."""
     from .. import parallel
 
-    teacher = [c.epoch for c in chosen]
     if ctx is None or ctx.student is None:
-        return _not_compared(teacher, "selection has no student settings",
-                             "give a student section in --config or --student-model to compare it")
+        return 0, ("selection has no student settings", "give a student section in --config or --student-model "
+                   "to compare it")
     if len(ctx.data.y_val) == 0:
-        return _not_compared(teacher, "there is no validation split", "set data.val_fraction > 0 to compare it")
+        return 0, ("there is no validation split", "set data.val_fraction > 0 to compare it")
     if parallel.world().distributed:
-        return _not_compared(teacher, "proxy students do not run under torchrun",
-                             "run ckptkd select in one process to compare it")
+        return 0, ("proxy students do not run under torchrun", "run ckptkd select in one process to compare it")
     left = ctx.budget - spent
-    cost = pair_cost(chosen, ctx)
+    cost = pair_cost(ckpts, ctx)
     pairs = min(MAX_PAIRS, int((left + PRECISION / 2) // cost)) if cost > 0 else MAX_PAIRS
     if pairs < MIN_PAIRS:
         need = spent + MIN_PAIRS * cost
-        return _not_compared(teacher, f"{MIN_PAIRS} paired proxy seeds would spend {MIN_PAIRS * cost:.2f} "
-                             f"distillations and the budget leaves {max(0.0, left):.2f}",
-                             f"raise --budget to {rounded(need):.2f} or more to compare it")
+        return 0, (f"{MIN_PAIRS} paired proxy seeds would spend {MIN_PAIRS * cost:.2f} distillations and the budget "
+                   f"leaves {max(0.0, left):.2f}", f"raise --budget to {rounded(need):.2f} or more to compare it")
+    return pairs, None
+
+
+def recommend(chosen: Sequence[Checkpoint], ctx: "SelectionContext | None", spent: float = 0.0) -> dict:
+    """The verdict for the teacher ``chosen``, spending at most the context's budget less
+    ``spent`` (what the selection itself declared)."""
+    teacher = [c.epoch for c in chosen]
+    pairs, why_not = pairs_to_train(chosen, ctx, spent)
+    if why_not is not None:
+        return _not_compared(teacher, *why_not)
     kd_acc, nokd_acc = [], []
     for j in range(pairs):
         cfg = dataclasses.replace(ctx.proxy_cfg, seed=ctx.proxy_cfg.seed + j)
         kd_acc.append(kd_proxy(chosen, ctx, cfg)["val_acc"])
         nokd_acc.append(nokd_proxy(ctx, cfg)["val_acc"])
-    return judge(teacher, kd_acc, nokd_acc, pairs * cost)
+    return judge(teacher, kd_acc, nokd_acc, pairs * pair_cost(chosen, ctx))
 
 
 def judge(teacher: list[int], kd_acc: Sequence[float], nokd_acc: Sequence[float], spent: float) -> dict:

@@ -92,6 +92,9 @@ class Run:
         An existing folder is never touched unless ``overwrite`` or a matching ``resume``.
         """
         path = Path(path)
+        if resume and overwrite:  # one of them would be ignored
+            raise CkptkdError("resume and overwrite contradict each other: resume continues the run in "
+                              f"{str(path)!r}, overwrite replaces it; pass one")
         want = config_hash(config)
         if occupied(path):
             is_run = (path / "manifest.json").exists()
@@ -131,8 +134,7 @@ class Run:
         # or a whole one: never a folder without a manifest that neither --resume nor --overwrite accepts.
         staging = _aside(path, "creating")
         try:
-            for left in (staging, _aside(path, "removing")):  # left by a process killed while creating or overwriting
-                shutil.rmtree(left, ignore_errors=True)
+            _clear_leftovers(path)
             (staging / "checkpoints").mkdir(parents=True)
             atomic_write(staging / "config.yaml", yaml.safe_dump(config, sort_keys=False).encode())
             (staging / "metrics.jsonl").touch()
@@ -272,6 +274,17 @@ def checkpoint_of(weights: Path, sidecar: dict, manifest: dict | None = None, mo
 def _aside(path: Path, what: str) -> Path:
     """The hidden sibling of ``path`` where a run is built (``creating``) or deleted (``removing``)."""
     return path.parent / f".{path.name}.ckptkd-{what}"
+
+
+def _clear_leftovers(path: Path) -> None:
+    """Delete what a process killed while creating or --overwrite-ing ``path`` left beside it,
+    saying so: the command that finds them starts ``path`` afresh (there was no run to resume)."""
+    for what, why in (("creating", "while it created the run"), ("removing", "while --overwrite deleted the old run")):
+        left = _aside(path, what)
+        if left.exists():
+            shutil.rmtree(left, ignore_errors=True)
+            warn(f"removed {left.name}, left beside {str(path)!r} by a ckptkd killed {why}; "
+                 f"starting {str(path)!r} as a new run")
 
 
 def _set_aside(path: Path) -> None:

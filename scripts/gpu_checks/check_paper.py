@@ -40,11 +40,15 @@ def check_paper(ctx: Context, fig: dict) -> tuple[bool, str]:
         if POLICIES[policy].takes_epochs:  # explicit: the user's epochs, nothing to choose
             fig["policies"][policy] = {"skipped": "takes the user's epochs"}
             continue
-        # the student settings serve policy proxy, whose short distillations need them
+        # each policy gets the flags of the inputs it reads (select refuses the others): the probe
+        # size for the information policies, the student settings for proxy's short distillations
+        needs = POLICIES[policy].needs
+        flags = (["--device", dev.type] if needs else []) + (
+            ["--probe-size", str(p.paper_probe)] if "analysis" in needs else []) + (
+            ["--student-model", p.paper_student, "--student-epochs", str(p.paper_student_epochs)]
+            if "proxy" in needs else [])
         try:
-            chosen = json.loads(cli("select", str(run), "--policy", policy, "--device", dev.type, "--probe-size",
-                                    str(p.paper_probe), "--student-model", p.paper_student, "--student-epochs",
-                                    str(p.paper_student_epochs), "--quiet", "--json"))["chosen"]
+            chosen = json.loads(cli("select", str(run), "--policy", policy, *flags, "--quiet", "--json"))["chosen"]
         except RuntimeError as e:  # a policy may refuse this run (exit 2: e.g. proxy-full on the tiny profile's data)
             if "exited 2:" not in str(e):
                 raise
