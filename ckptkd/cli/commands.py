@@ -291,7 +291,8 @@ def select(args, overrides):
     if overall is not None:
         print(f"confidence: {overall['statement']}")
     print(f"verdict: {verdict['reason']}")
-    print(f"spent {spend.distillations + verdict['spent']:.2f} of a budget of {ctx.budget:.2f} distillations")
+    of_budget = f" of a budget of {ctx.budget:.2f}" if ctx is not None else ""  # None: the epochs alone were read
+    print(f"spent {spend.distillations + verdict['spent']:.2f}{of_budget} distillations")
 
 
 def _selection_context(args, overrides):
