@@ -239,7 +239,7 @@ def format_analysis(rows: list[dict], cfg: InfoConfig) -> str:
 
 def select(args, overrides):
     from ..select import check_k, choose, get_policy, parse_policy, policy_scores
-    from ..select.budget import check_budget
+    from ..select.budget import DEFAULT_BUDGET, check_budget
     from ..select.confidence import statement
     from ..select.verdict import pairs_to_train, recommend
     from ..trajectory import open_trajectory
@@ -291,7 +291,8 @@ def select(args, overrides):
     if overall is not None:
         print(f"confidence: {overall['statement']}")
     print(f"verdict: {verdict['reason']}")
-    print(f"spent {spend.distillations + verdict['spent']:.2f} of a budget of {ctx.budget:.2f} distillations")
+    budget = ctx.budget if ctx is not None else DEFAULT_BUDGET  # no context: a policy of the epochs alone
+    print(f"spent {spend.distillations + verdict['spent']:.2f} of a budget of {budget:.2f} distillations")
 
 
 def _selection_context(args, overrides):

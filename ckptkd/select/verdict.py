@@ -56,7 +56,11 @@ def pairs_to_train(ckpts: Sequence[Checkpoint], ctx: "SelectionContext | None",
     before anything is spent, so that ``select`` can refuse a flag that would set nothing."""
     from .. import parallel
 
-    if ctx is None or ctx.student is None:
+    if ctx is None:  # ckptkd select under last, halfway or explicit: no data is loaded
+        return 0, ("selection read no data: its policy scores the checkpoints' epochs alone", "choose a policy "
+                   "that reads the data (e.g. val-nll-1se) and give a student section in --config or --student-model "
+                   "to compare it")
+    if ctx.student is None:
         return 0, ("selection has no student settings", "give a student section in --config or --student-model "
                    "to compare it")
     if len(ctx.data.y_val) == 0:
