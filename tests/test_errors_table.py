@@ -645,6 +645,9 @@ CASES: list[Case] = [
     Case("select-data-for-epochs-alone", "`select --data` with a policy that reads only the epochs",
          ["select", "run", "--policy", "halfway", "--data", "digits"],
          "--data has no effect here: policy halfway reads only the checkpoints' epochs, no data and no model; drop it"),
+    Case("select-budget-for-epochs-alone", "`select --budget` with a policy that reads only the epochs (it spends "
+         "nothing, and no verdict is compared)", ["select", "run", "--policy", "last", "--budget", "0.5"],
+         "--budget has no effect here: policy last reads only the checkpoints' epochs, no data and no model; drop it"),
     Case("select-probe-without-analysis", "an information-estimate flag with a policy that reads no estimate",
          ["select", "run", "--policy", "best-val", "--probe-size", "50"],
          "--probe-size has no effect here: policy best-val reads no information estimate (only mi, mi-val, iyf, "

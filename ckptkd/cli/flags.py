@@ -74,7 +74,7 @@ def check_input_flags(args, overrides: dict, parts: list[str]) -> bool:
     if any(POLICIES[p].needs for p in parts):
         return True
     given = [flag for key, flag in (("data.spec", "--data"), ("data.stream", "--stream"), ("data.workers", "--workers"),
-                                    ("device", "--device")) if key in overrides]
+                                    ("device", "--device"), ("select.budget", "--budget")) if key in overrides]
     if args.config:
         given.append("--config")
     if given:
