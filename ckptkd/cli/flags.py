@@ -40,9 +40,8 @@ def check_info_flags(overrides: dict, info, policy: str | None = None) -> None:
 
 
 def check_select_flags(args, overrides: dict, parts: list[str]) -> None:
-    """``ckptkd select``: the flags of the proxy student, of ``explicit`` and of ensembles."""
-    from ..select import POLICIES
-
+    """``ckptkd select``: the flags of ``explicit`` and of ensembles (the proxy student's are
+    ``check_proxy_flags``, once the verdict's spend is known)."""
     if args.checkpoints and "explicit" not in parts:
         _refuse("--checkpoints", f"it lists the epochs of policy explicit, and policy {args.policy} chooses its own")
     if args.k > 1 and parts == ["explicit"]:
