@@ -116,14 +116,14 @@ def kd_proxy(chosen: Sequence[Checkpoint], ctx: "SelectionContext", cfg) -> dict
     cached record, so a proxy the policy trained is not trained again)."""
     if len(chosen) == 1:
         return ctx.proxy(chosen[0], cfg, who="the distillation verdict")
-    from ..distill import distill
+    from ..distill import distill, method_key
     from ..io import sha256_file
     from ..teacher import Teacher
     from .context import proxy_data, proxy_stage
 
     stage, kd = proxy_stage(ctx.student, cfg), ctx.kd or KDConfig()
     identity = [[c.sha256 or sha256_file(c.path) for c in chosen], [c.model for c in chosen]]
-    settings = {"stage": dataclasses.asdict(stage), "kd": dataclasses.asdict(kd), "proxy": dataclasses.asdict(cfg),
+    settings = {"stage": dataclasses.asdict(stage), "kd": method_key(kd), "proxy": dataclasses.asdict(cfg),
                 "seed": ctx.seed}
 
     def compute() -> dict:
