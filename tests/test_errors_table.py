@@ -547,6 +547,10 @@ CASES: list[Case] = [
          _run("--method", "fitnet", "-k", "2"),
          "kd.method fitnet learns from one teacher's features, got an ensemble of 2 checkpoints; use one checkpoint, "
          "or a logit method (kd, dkd)"),
+    Case("run-fitnet-explicit-two", "`ckptkd run` with a feature method and policy explicit of two epochs",
+         _run("--method", "fitnet", "--policy", "explicit", "--checkpoints", "3", "6"),
+         "kd.method fitnet learns from one teacher's features, got an ensemble of 2 checkpoints; use one checkpoint, "
+         "or a logit method (kd, dkd)"),
     Case("misspelt-estimator", "a misspelt estimator", _run("--estimator", "kdee"),
          "info.estimator must be one of kde, renyi, categorical, binning, got 'kdee' (did you mean 'kde'?)"),
     Case("misspelt-policy", "a misspelt selection policy", _run("--policy", "bset-val"),

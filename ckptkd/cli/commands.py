@@ -33,7 +33,9 @@ def run(args, overrides):
 
     flags.check_out_flags(args)
     cfg = load_config(RunConfig, args.config_file or args.config, overrides)
-    _check_method(cfg, teachers=cfg.select.k, overrides=overrides)  # before the output folder exists
+    # before the output folder exists; a selection picks at least this many checkpoints (a union may pick more)
+    fewest = max(len(cfg.select.checkpoints) if p == "explicit" else cfg.select.k for p in cfg.select.policy.split("+"))
+    _check_method(cfg, teachers=fewest, overrides=overrides)
     flags.check_data_flags(overrides, cfg.data)
     flags.check_run_flags(overrides, cfg)
     rows = run_pipeline(cfg, args.out, overwrite=args.overwrite, resume=args.resume, progress=_progress(args), say=_say)
