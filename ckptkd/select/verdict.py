@@ -17,9 +17,10 @@ that is, only when no KD is ahead by more than one standard error. One SE is the
 distilling only on evidence beyond the noise the seeds show. m is 3 pairs (the studies'
 count of student seeds) when the budget allows, else 2 (the fewest with a standard error).
 
-Without that evidence (no student settings, no validation split, under torchrun, or a budget
-that does not cover two pairs) the verdict is "distil", and the reason says that no KD was
-not compared and what would compare it: no verdict against distillation is ever invented.
+Without that evidence (no context: a ``select`` policy of the epochs alone; no student
+settings, no validation split, under torchrun, or a budget that does not cover two pairs) the
+verdict is "distil", and the reason says that no KD was not compared and what would compare
+it: no verdict against distillation is ever invented.
 """
 from __future__ import annotations
 
