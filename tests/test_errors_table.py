@@ -547,6 +547,10 @@ CASES: list[Case] = [
          _run("--method", "fitnet", "-k", "2"),
          "kd.method fitnet learns from one teacher's features, got an ensemble of 2 checkpoints; use one checkpoint, "
          "or a logit method (kd, dkd)"),
+    Case("run-fitnet-explicit-two", "`ckptkd run` with a feature method and policy explicit of two epochs",
+         _run("--method", "fitnet", "--policy", "explicit", "--checkpoints", "3", "6"),
+         "kd.method fitnet learns from one teacher's features, got an ensemble of 2 checkpoints; use one checkpoint, "
+         "or a logit method (kd, dkd)"),
     Case("misspelt-estimator", "a misspelt estimator", _run("--estimator", "kdee"),
          "info.estimator must be one of kde, renyi, categorical, binning, got 'kdee' (did you mean 'kde'?)"),
     Case("misspelt-policy", "a misspelt selection policy", _run("--policy", "bset-val"),
@@ -645,6 +649,9 @@ CASES: list[Case] = [
     Case("select-data-for-epochs-alone", "`select --data` with a policy that reads only the epochs",
          ["select", "run", "--policy", "halfway", "--data", "digits"],
          "--data has no effect here: policy halfway reads only the checkpoints' epochs, no data and no model; drop it"),
+    Case("select-budget-for-epochs-alone", "`select --budget` with a policy that reads only the epochs (it spends "
+         "nothing, and no verdict is compared)", ["select", "run", "--policy", "last", "--budget", "0.5"],
+         "--budget has no effect here: policy last reads only the checkpoints' epochs, no data and no model; drop it"),
     Case("select-probe-without-analysis", "an information-estimate flag with a policy that reads no estimate",
          ["select", "run", "--policy", "best-val", "--probe-size", "50"],
          "--probe-size has no effect here: policy best-val reads no information estimate (only mi, mi-val, iyf, "

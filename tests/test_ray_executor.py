@@ -8,7 +8,6 @@ object store. The tables are compared with a local run of the same study, less t
 ``cost`` columns, which are wall-clock times.
 """
 import json
-import os
 import sys
 
 import numpy as np

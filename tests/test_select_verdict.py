@@ -212,3 +212,18 @@ def test_select_student_flags_set_the_verdicts_proxy_students(run_copy, capsys):
     assert main(argv) == 0
     verdict = json.loads(capsys.readouterr().out)["recommendation"]
     assert verdict["evidence"] is not None and verdict["evidence"]["pairs"] >= 2 and verdict["spent"] > 0
+
+
+@pytest.mark.parametrize("argv", [["--policy", "last"], ["--policy", "halfway"],
+                                  ["--policy", "explicit", "--checkpoints", "2"]])
+def test_select_with_a_policy_of_the_epochs_alone_prints_its_verdict(run_copy, capsys, argv):
+    """No data is loaded for last, halfway or explicit (no SelectionContext): the text output
+    still ends with what was spent, and the verdict's advice is one the command accepts."""
+    from ckptkd.cli import main
+
+    assert main(["select", str(run_copy.path), *argv]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1] == "spent 0.00 of a budget of 1.00 distillations"
+    assert lines[-2] == ("verdict: distil: no KD was not compared (selection read no data: its policy scores the "
+                         "checkpoints' epochs alone); choose a policy that reads the data (e.g. val-nll-1se) and "
+                         "give a student section in --config or --student-model to compare it")

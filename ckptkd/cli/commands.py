@@ -33,7 +33,9 @@ def run(args, overrides):
 
     flags.check_out_flags(args)
     cfg = load_config(RunConfig, args.config_file or args.config, overrides)
-    _check_method(cfg, teachers=cfg.select.k, overrides=overrides)  # before the output folder exists
+    # before the output folder exists; a selection picks at least this many checkpoints (a union may pick more)
+    fewest = max(len(cfg.select.checkpoints) if p == "explicit" else cfg.select.k for p in cfg.select.policy.split("+"))
+    flags.check_method_flags(cfg, teachers=fewest, overrides=overrides)
     flags.check_data_flags(overrides, cfg.data)
     flags.check_run_flags(overrides, cfg)
     rows = run_pipeline(cfg, args.out, overwrite=args.overwrite, resume=args.resume, progress=_progress(args), say=_say)
@@ -43,23 +45,6 @@ def run(args, overrides):
          f"distilled with {describe_method(cfg.kd)}  ({args.out})")
     _say(format_table(rows))
     parallel.on_main(lambda: print("\n".join(verdict_lines(args.out) + [compression_line(args.out)])))
-
-
-def _check_method(cfg, teachers: int | None = None, overrides: dict | None = None, models: bool = True) -> None:
-    """``cfg.kd.method`` and its parameters, a KD flag the method would not read (``--alpha``
-    with dkd), and for a method that reads features the teacher and student models of
-    ``cfg``: checked before anything is trained or written."""
-    from ..distill import check_method
-
-    method = check_method(cfg.kd, teachers=teachers)
-    for key in ("temperature", "alpha", "combine"):
-        if f"kd.{key}" in (overrides or {}) and key not in method.shared:
-            raise CkptkdError(f"--{key} is not read by kd.method {method.name}; set its own parameters in the "
-                              f"config section kd.{method.name} (--config)")
-    if method.needs_features and models:  # distill checks its checkpoints' models itself
-        data = load_dataset(cfg.data)
-        method.check_models(*({stage.model: create_model(stage.model, data.num_classes, data.in_shape)}
-                              for stage in (cfg.teacher, cfg.student)), data.in_shape)
 
 
 def train(args, overrides):
@@ -94,7 +79,7 @@ def distill(args, overrides):
     overrides |= {"teachers": args.teachers} | ({"teacher_model": args.teacher_model} if args.teacher_model else {})
     flags.check_out_flags(args)
     cfg = load_config(DistillConfig, args.config, overrides)
-    _check_method(cfg, teachers=len(cfg.teachers), overrides=overrides, models=False)  # before anything else
+    flags.check_method_flags(cfg, teachers=len(cfg.teachers), overrides=overrides, models=False)  # before anything else
     flags.check_data_flags(overrides, cfg.data)
     flags.check_stage_flags(overrides, "student", cfg.student)
     flags.check_teacher_flags(overrides, cfg.teachers)
@@ -239,7 +224,7 @@ def format_analysis(rows: list[dict], cfg: InfoConfig) -> str:
 
 def select(args, overrides):
     from ..select import check_k, choose, get_policy, parse_policy, policy_scores
-    from ..select.budget import check_budget
+    from ..select.budget import DEFAULT_BUDGET, check_budget
     from ..select.confidence import statement
     from ..select.verdict import pairs_to_train, recommend
     from ..trajectory import open_trajectory
@@ -291,8 +276,8 @@ def select(args, overrides):
     if overall is not None:
         print(f"confidence: {overall['statement']}")
     print(f"verdict: {verdict['reason']}")
-    of_budget = f" of a budget of {ctx.budget:.2f}" if ctx is not None else ""  # None: the epochs alone were read
-    print(f"spent {spend.distillations + verdict['spent']:.2f}{of_budget} distillations")
+    budget = ctx.budget if ctx is not None else DEFAULT_BUDGET  # no context: a policy of the epochs alone
+    print(f"spent {spend.distillations + verdict['spent']:.2f} of a budget of {budget:.2f} distillations")
 
 
 def _selection_context(args, overrides):
@@ -360,7 +345,7 @@ def study(args, overrides):
     from ..train import resolve_device
 
     cfg = load_config(StudyConfig, args.config_file, overrides)
-    _check_method(cfg)  # before the study folder exists
+    flags.check_method_flags(cfg)  # before the study folder exists
     out = Path(args.out or Path("runs") / "studies" / cfg.name)
     for flag, value in (("--jobs", args.jobs), ("--threads", args.threads)):
         if value < 1:

@@ -40,9 +40,8 @@ def check_info_flags(overrides: dict, info, policy: str | None = None) -> None:
 
 
 def check_select_flags(args, overrides: dict, parts: list[str]) -> None:
-    """``ckptkd select``: the flags of the proxy student, of ``explicit`` and of ensembles."""
-    from ..select import POLICIES
-
+    """``ckptkd select``: the flags of ``explicit`` and of ensembles (the proxy student's are
+    ``check_proxy_flags``, once the verdict's spend is known)."""
     if args.checkpoints and "explicit" not in parts:
         _refuse("--checkpoints", f"it lists the epochs of policy explicit, and policy {args.policy} chooses its own")
     if args.k > 1 and parts == ["explicit"]:
@@ -74,7 +73,7 @@ def check_input_flags(args, overrides: dict, parts: list[str]) -> bool:
     if any(POLICIES[p].needs for p in parts):
         return True
     given = [flag for key, flag in (("data.spec", "--data"), ("data.stream", "--stream"), ("data.workers", "--workers"),
-                                    ("device", "--device")) if key in overrides]
+                                    ("device", "--device"), ("select.budget", "--budget")) if key in overrides]
     if args.config:
         given.append("--config")
     if given:
@@ -123,3 +122,22 @@ def check_out_flags(args) -> None:
     if args.resume and args.overwrite:
         raise CkptkdError("--resume and --overwrite contradict each other: --resume continues the run in --out, "
                           "--overwrite replaces it; pass one")
+
+
+def check_method_flags(cfg, teachers: int | None = None, overrides: dict | None = None, models: bool = True) -> None:
+    """``cfg.kd.method`` and its parameters, a KD flag the method would not read (``--alpha``
+    with dkd), and for a method that reads features the teacher and student models of
+    ``cfg``: checked before anything is trained or written."""
+    from ..data import load_dataset
+    from ..distill import check_method as check_kd_method
+    from ..models import create_model
+
+    method = check_kd_method(cfg.kd, teachers=teachers)
+    for key in ("temperature", "alpha", "combine"):
+        if f"kd.{key}" in (overrides or {}) and key not in method.shared:
+            raise CkptkdError(f"--{key} is not read by kd.method {method.name}; set its own parameters in the "
+                              f"config section kd.{method.name} (--config)")
+    if method.needs_features and models:  # distill checks its checkpoints' models itself
+        data = load_dataset(cfg.data)
+        method.check_models(*({stage.model: create_model(stage.model, data.num_classes, data.in_shape)}
+                              for stage in (cfg.teacher, cfg.student)), data.in_shape)

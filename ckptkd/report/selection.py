@@ -126,6 +126,7 @@ def render_study(results: dict, folder: str) -> str:
     selection = table_selection(results)
     failed = [f"- {r['policy']} did not run: {r['error']}" for r in selection if "error" in r]
     cfg = results["config"]
+    verdict = render_verdict(results)
     return "\n".join([
         f"### {cfg['name']}", "",
         f"{describe(cfg)}; study folder `{folder}`. Seed noise (pooled std of the per-checkpoint students) "
@@ -133,4 +134,4 @@ def render_study(results: dict, folder: str) -> str:
         f"({100 * best['student_mean']:.2f}); best − last = {100 * gap:+.2f} points "
         f"({gap / nz:.1f}× the noise).", "",
         _md([r for r in selection if "error" not in r], SELECTION_COLUMNS), *([""] + failed if failed else []),
-        *(["", render_verdict(results)] if render_verdict(results) else []), ""])
+        *(["", verdict] if verdict else []), ""])

@@ -2,8 +2,9 @@
 
 The student learns from the teacher's outputs on the *training* inputs, and that is where a
 teacher that memorises flipped labels does its harm (issue 19; docs/selection.md). Policies
-that read the training set and the trajectory (``ckptkd/select/policies/trainset.py``) read
-one forward pass of every checkpoint over the un-augmented training split, kept here.
+that read the training set and the trajectory (``aum-fit``, ``cl-fit``, ``label-wave`` in
+``ckptkd/select/policies/``) read one forward pass of every checkpoint over the un-augmented
+training split, kept here.
 
 Cache (with ``folder``)
     FOLDER/train-outputs/<key>.safetensors   the logits (float32, N x C) of one checkpoint,

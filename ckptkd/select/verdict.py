@@ -17,9 +17,10 @@ that is, only when no KD is ahead by more than one standard error. One SE is the
 distilling only on evidence beyond the noise the seeds show. m is 3 pairs (the studies'
 count of student seeds) when the budget allows, else 2 (the fewest with a standard error).
 
-Without that evidence (no student settings, no validation split, under torchrun, or a budget
-that does not cover two pairs) the verdict is "distil", and the reason says that no KD was
-not compared and what would compare it: no verdict against distillation is ever invented.
+Without that evidence (no context: a ``select`` policy of the epochs alone; no student
+settings, no validation split, under torchrun, or a budget that does not cover two pairs) the
+verdict is "distil", and the reason says that no KD was not compared and what would compare
+it: no verdict against distillation is ever invented.
 """
 from __future__ import annotations
 
@@ -56,7 +57,11 @@ def pairs_to_train(ckpts: Sequence[Checkpoint], ctx: "SelectionContext | None",
     before anything is spent, so that ``select`` can refuse a flag that would set nothing."""
     from .. import parallel
 
-    if ctx is None or ctx.student is None:
+    if ctx is None:  # ckptkd select under last, halfway or explicit: no data is loaded
+        return 0, ("selection read no data: its policy scores the checkpoints' epochs alone", "choose a policy "
+                   "that reads the data (e.g. val-nll-1se) and give a student section in --config or --student-model "
+                   "to compare it")
+    if ctx.student is None:
         return 0, ("selection has no student settings", "give a student section in --config or --student-model "
                    "to compare it")
     if len(ctx.data.y_val) == 0:
@@ -112,14 +117,14 @@ def kd_proxy(chosen: Sequence[Checkpoint], ctx: "SelectionContext", cfg) -> dict
     cached record, so a proxy the policy trained is not trained again)."""
     if len(chosen) == 1:
         return ctx.proxy(chosen[0], cfg, who="the distillation verdict")
-    from ..distill import distill
+    from ..distill import distill, method_key
     from ..io import sha256_file
     from ..teacher import Teacher
     from .context import proxy_data, proxy_stage
 
     stage, kd = proxy_stage(ctx.student, cfg), ctx.kd or KDConfig()
     identity = [[c.sha256 or sha256_file(c.path) for c in chosen], [c.model for c in chosen]]
-    settings = {"stage": dataclasses.asdict(stage), "kd": dataclasses.asdict(kd), "proxy": dataclasses.asdict(cfg),
+    settings = {"stage": dataclasses.asdict(stage), "kd": method_key(kd), "proxy": dataclasses.asdict(cfg),
                 "seed": ctx.seed}
 
     def compute() -> dict:

@@ -15,7 +15,7 @@ import torch
 from ...config import to_dict
 from ...errors import CkptkdError
 from ..cells import run_cell_from_dicts
-from . import Executor, register_executor
+from .base import Executor, register_executor
 
 
 @register_executor("local")

@@ -26,7 +26,7 @@ import torch
 
 from ...errors import CkptkdError
 from ..shipping import cell_spec, checkpoint_files, materialise_data, run_shipped, shipped_data
-from . import Executor, register_executor
+from .base import Executor, register_executor
 
 MAX_RETRIES = 3  # per cell, for lost workers and nodes only
 CONNECT_TIMEOUT_S = 3.0
