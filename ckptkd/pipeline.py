@@ -80,6 +80,21 @@ def pick_teachers(cfg: RunConfig, teacher_run: Run, data: Dataset, device, progr
     return choose_with_verdict(cfg, teacher_run, data, device, progress)[0]
 
 
+def check_selection_budget(cfg: RunConfig, data: Dataset) -> None:
+    """Refuse a selection over ``select.budget`` before anything is trained. A policy's spend
+    depends on how many candidates there are, not on their weights, so the checkpoints the
+    teacher will save stand in for the real ones (``Policy.spend`` reads only their number)."""
+    from .select import parse_policy
+    from .select.budget import check_budget
+
+    stage = cfg.teacher
+    saves = sum(1 for e in range(1, stage.epochs + 1)
+                if e == stage.epochs or (stage.save_every and e % stage.save_every == 0))  # as train.fit saves
+    ctx = SelectionContext.from_config(data, None, select=cfg.select, info=cfg.info, student=cfg.student, kd=cfg.kd,
+                                       seed=cfg.seed)
+    check_budget(parse_policy(cfg.select.policy, k=cfg.select.k, epochs=cfg.select.checkpoints), [None] * saves, ctx)
+
+
 def choose_with_verdict(cfg: RunConfig, teacher_run: Run, data: Dataset, device,
                         progress: bool = True) -> tuple[list[Checkpoint], dict, dict | None]:
     """(picks, recommendation, confidence): ``cfg.select``'s checkpoints, the verdict on
@@ -114,6 +129,7 @@ def run_pipeline(cfg: RunConfig, out: str | Path, *, overwrite: bool = False, re
     device = resolve_device(cfg.device)
     for spec in (cfg.teacher.model, cfg.student.model):  # a bad model spec fails before OUT exists
         create_model(spec, data.num_classes, data.in_shape)
+    check_selection_budget(cfg, data)  # before the teacher trains: raising --budget later would retrain it
     if say is not None:
         say(data.augment_line)
     parallel.main_first(lambda: _open_out(out, cfg, overwrite, resume), then=lambda: None)

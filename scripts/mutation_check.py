@@ -258,6 +258,9 @@ MUTATIONS = [
              "ckptkd/data/__init__.py", "    if len(empty) > k:\n", "    if False:\n", ("tests/test_labels.py",)),
     Mutation("teacher-head-unchecked", "a teacher module with another head size fails mid-training with a traceback",
              "ckptkd/distill/api.py", "    check_teacher_classes(teacher, data, device)\n", "", ("tests/test_labels.py",)),
+    Mutation("run-budget-after-teacher", "ckptkd run refuses an over-budget policy only after training the teacher",
+             "ckptkd/pipeline.py", "    check_selection_budget(cfg, data)  # before the teacher trains",
+             "    pass  # before the teacher trains", ("tests/test_errors_table.py::test_bad_input_is_answered_in_one_line[run-over-budget]",)),
 ]
 
 

@@ -547,6 +547,11 @@ CASES: list[Case] = [
          _run("--method", "fitnet", "-k", "2"),
          "kd.method fitnet learns from one teacher's features, got an ensemble of 2 checkpoints; use one checkpoint, "
          "or a logit method (kd, dkd)"),
+    Case("run-over-budget", "`ckptkd run` with a policy that would spend more than --budget (refused before the "
+         "teacher trains)", _run("--policy", "proxy", "--budget", "0.1"),
+         "policy proxy would spend 2.00 distillations (10 candidates x 0.20 of the student's epochs x 1.00 of its "
+         "training data) and the budget is 0.10; raise --budget (select.budget) to 2.00 or more, or lower "
+         "select.proxy.epoch_fraction or select.proxy.data_fraction, or save fewer checkpoints"),
     Case("run-fitnet-explicit-two", "`ckptkd run` with a feature method and policy explicit of two epochs",
          _run("--method", "fitnet", "--policy", "explicit", "--checkpoints", "3", "6"),
          "kd.method fitnet learns from one teacher's features, got an ensemble of 2 checkpoints; use one checkpoint, "
