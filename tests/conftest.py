@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from ckptkd import DataConfig, Run, StageConfig, load_dataset, train
 from ckptkd.config import to_dict
@@ -63,3 +64,14 @@ def tree_digest(folder) -> dict[str, str]:
 @pytest.fixture
 def digest():
     return tree_digest
+
+
+class Fixed(nn.Module):
+    """A 'model' whose logits are given, whatever the input."""
+
+    def __init__(self, logits):
+        super().__init__()
+        self.logits = logits
+
+    def forward(self, x):
+        return self.logits

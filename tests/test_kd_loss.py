@@ -8,22 +8,11 @@ so a loss that ignored the teacher, or used it at the wrong temperature, fails h
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ckptkd import KDConfig
 from ckptkd.distill import KD
 from ckptkd.teacher import Teacher
-
-
-class Fixed(nn.Module):
-    """A 'model' whose logits are given, whatever the input."""
-
-    def __init__(self, logits):
-        super().__init__()
-        self.logits = logits
-
-    def forward(self, x):
-        return self.logits
+from conftest import Fixed
 
 
 def kd_terms(student_logits, teacher_logits, y, cfg):

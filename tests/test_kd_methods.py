@@ -19,22 +19,12 @@ from ckptkd.config import from_dict
 from ckptkd.distill import DKD, KD, METHODS, FitNet, check_method, dkd_loss, dkd_terms, kd_loss, method_key
 from ckptkd.models.base import Classifier, penultimate
 from ckptkd.train import CrossEntropy, build_model
+from conftest import Fixed
 
 S = np.array([[1.0, 2.0, 0.0], [0.5, -1.0, 2.0]])  # student logits
 T_LOGITS = np.array([[2.0, 0.0, 1.0], [0.0, 0.5, 3.0]])  # teacher logits
 Y = np.array([1, 2])
 TEMP = 2.0
-
-
-class Fixed(nn.Module):
-    """A 'model' whose logits are given, whatever the input."""
-
-    def __init__(self, logits):
-        super().__init__()
-        self.logits = logits
-
-    def forward(self, x):
-        return self.logits
 
 
 def np_softmax(z):
