@@ -7,7 +7,7 @@ registry owns (a policy, an estimator, a noise kind, a KD method) are checked by
 registry, with a function it adds here (``checks``): this package sits below every layer and
 imports none.
 """
-from .checks import _REGISTRY_CHECKS, check, check_budget, checks, one_of, validate  # noqa: F401
+from .checks import _REGISTRY_CHECKS, check, check_budget_value, checks, one_of, validate  # noqa: F401
 from .parse import from_dict, hashed_form, load_config, read_yaml, to_dict  # noqa: F401
 from .sections import (AUGMENT_CHOICES, BinningParams, CategoricalParams, CellResources, DataConfig,  # noqa: F401
                        DistillConfig, DKDParams, FitNetParams, InfoConfig, KDConfig, KDEParams, ProxyConfig,

@@ -35,10 +35,12 @@ def one_of(key: str, value: str, choices) -> None:
     check(value in choices, f"{key} must be one of {', '.join(choices)}, got {value!r}{closest(value, choices)}")
 
 
-def check_budget(value: float, key: str) -> None:
-    """A selection budget: a finite number of full distillations >= 0 (ckptkd.select.budget)."""
-    check(math.isfinite(value) and value >= 0, f"{key} must be a number of full distillations >= 0 (e.g. 1; 0 "
-                                               f"means probes only), got {value!r}")
+def check_budget_value(value, key: str = "--budget") -> float:
+    """``value`` as a selection budget (ckptkd.select.budget): a finite number of full
+    distillations >= 0, else one line naming the fix. Configs and the Python API share it."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+    check(ok, f"{key} must be a number of full distillations >= 0 (e.g. 1; 0 means probes only), got {value!r}")
+    return float(value)
 
 
 def validate(cfg, where: str = "") -> None:
@@ -68,7 +70,7 @@ def validate(cfg, where: str = "") -> None:
     elif isinstance(cfg, SelectConfig):
         check(cfg.k >= 1, f"select.k must be at least 1, got {cfg.k}")
         check(cfg.min_spacing >= 0, f"select.min_spacing must be >= 0, got {cfg.min_spacing}")
-        check_budget(cfg.budget, "select.budget")
+        check_budget_value(cfg.budget, "select.budget")
     elif isinstance(cfg, ProxyConfig):
         check(0 < cfg.epoch_fraction <= 1, f"select.proxy.epoch_fraction must be in (0, 1], got {cfg.epoch_fraction}")
         check(0 < cfg.data_fraction <= 1, f"select.proxy.data_fraction must be in (0, 1], got {cfg.data_fraction}")
@@ -87,7 +89,7 @@ def validate(cfg, where: str = "") -> None:
         check(cfg.weight_x >= 0 and cfg.weight_y >= 0 and cfg.weight_x + cfg.weight_y > 0,
               "info.weight_x and info.weight_y must be >= 0 and not both 0")
     elif isinstance(cfg, StudyConfig):
-        check_budget(cfg.budget, "budget")
+        check_budget_value(cfg.budget, "budget")
     for registry_check in _REGISTRY_CHECKS.get(type(cfg), ()):
         registry_check(cfg)
     if hasattr(cfg, "device"):

@@ -15,9 +15,9 @@ put it a few samples over one distillation, and that is not what a budget of 1 i
 """
 from __future__ import annotations
 
-import math
 from typing import TYPE_CHECKING, Sequence
 
+from ..config import check_budget_value  # noqa: F401  (one check for configs, flags and the API)
 from ..errors import CkptkdError
 from ..trajectory import Checkpoint
 from .base import Spend, get_policy
@@ -27,15 +27,6 @@ if TYPE_CHECKING:
 
 DEFAULT_BUDGET = 1.0
 PRECISION = 0.01  # distillations; costs are compared (and printed) at this precision
-
-
-def check_budget_value(value, key: str = "--budget") -> float:
-    """``value`` as a budget: a finite number >= 0, else one line naming the fix."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
-    if not ok:
-        raise CkptkdError(f"{key} must be a number of full distillations >= 0 (e.g. 1; 0 means probes only), "
-                          f"got {value!r}")
-    return float(value)
 
 
 def rounded(distillations: float) -> float:
