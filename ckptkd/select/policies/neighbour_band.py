@@ -1,0 +1,137 @@
+"""Policy ``val-nll-knn``: ``val-nll-1se``'s band of ties, broken by what the student will read.
+
+Reads the validation split (the band) and every checkpoint's outputs on the training inputs
+(``ctx.train_outputs``) with the training labels of each sample's neighbours (the tie-break);
+never the test split.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+
+from ..base import Policy, register
+from ..trainset import one_se_scores
+from .validation import nll_margins
+
+MAX_QUERIES = 5000  # training samples whose neighbours vote; the vote reads every training sample
+
+
+def standardised(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Inputs flattened and standardised per feature (a constant feature becomes 0)."""
+    return (x.flatten(1).double() - mean) / std
+
+
+def neighbour_vote(x: torch.Tensor, y: torch.Tensor, num_classes: int, queries: torch.Tensor,
+                   k: int | None = None) -> torch.Tensor:
+    """For each training sample in ``queries``, the label most of its ``k`` nearest *other*
+    training samples carry (Euclidean, in the standardised input space; ties to the lower
+    class). ``k`` defaults to ceil(sqrt(N)), the classical consistent choice (k grows with N
+    while k / N shrinks), capped at N - 1."""
+    n = len(y)
+    k = min(n - 1, k or math.ceil(math.sqrt(n)))
+    flat = x.flatten(1).double()
+    mean, std = flat.mean(0), flat.std(0)
+    std = torch.where(std > 0, std, torch.ones_like(std))
+    ref = standardised(x, mean, std)
+    votes = []
+    for start in range(0, len(queries), 512):  # a 512 x N block of distances at a time
+        rows = queries[start:start + 512]
+        dist = torch.cdist(ref[rows], ref)
+        dist[torch.arange(len(rows)), rows] = float("inf")  # a sample is not its own neighbour
+        near = dist.topk(k, largest=False).indices
+        counts = torch.nn.functional.one_hot(y[near], num_classes).sum(1)
+        votes.append(counts.argmax(1))
+    return torch.cat(votes) if votes else torch.zeros(0, dtype=torch.long)
+
+
+def query_indices(y: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """The training samples that vote: all of them up to MAX_QUERIES, else a class-stratified,
+    seeded sample of MAX_QUERIES (the cost is queries x N distances)."""
+    from ...info.analyze import probe_indices
+
+    return probe_indices(y, MAX_QUERIES, seed)
+
+
+_VOTES: dict[tuple, dict] = {}  # per data fingerprint: the vote depends on the data alone
+
+
+def votes_of(ctx) -> dict:
+    """{"queries", "labels", "wall_s"}, computed once per training data and kept in memory."""
+    data = ctx.data
+    key = (data.fingerprint, len(data.y_train), MAX_QUERIES)
+    if key not in _VOTES:
+        t0 = time.perf_counter()
+        queries = query_indices(data.y_train)
+        labels = neighbour_vote(data.x_train, data.y_train, data.num_classes, queries)
+        _VOTES[key] = {"queries": queries, "labels": labels, "wall_s": time.perf_counter() - t0}
+    return _VOTES[key]
+
+
+def agreement(logits: torch.Tensor, votes: dict) -> torch.Tensor:
+    """Per voting training sample, 1 where the checkpoint's prediction is the neighbours' label."""
+    return (logits[votes["queries"]].argmax(1) == votes["labels"]).double()
+
+
+@register
+class ValNLLNeighbours(Policy):
+    """``val-nll-1se``'s band, with its ties broken by the training-set outputs instead of by lateness.
+
+    **Band.** The checkpoints within one standard error of the lowest validation NLL (after
+    temperature scaling; paired over the validation samples), exactly ``val-nll-1se``'s ties.
+    Held-out data cannot reward memorisation, so nothing outside the band is chosen.
+
+    **Tie-break.** Within the band, the held-out split sees no difference, and the harm of a
+    memorising teacher is where the student learns: its outputs on the *training* inputs,
+    where it repeats the flipped labels it has memorised (issue 19; on the dev studies the
+    teacher's training-set agreement with the clean labels tracked its students). The clean
+    labels are unknown, so the reference is the label that most of a training sample's
+    k = ceil(sqrt(N)) nearest other training samples carry, in the standardised input space: a
+    flipped label is outvoted by its neighbours' labels whenever the noise is below one half
+    locally (the principle of kNN label cleaning, Wilson 1972, "Asymptotic properties of nearest
+    neighbor rules using edited data"; Gao et al. 2016 for its use under label noise). Each
+    band member scores its agreement with that vote over the training samples (up to
+    MAX_QUERIES of them, class-stratified), and members within one standard error (paired over
+    those samples) of the best are tied, ties to the later checkpoint, as in ``val-nll-1se``.
+    Checkpoints outside the band score below every member, by their NLL margin.
+
+    **Why a tie-break, not a score.** The vote is a poor reference where the raw inputs are a
+    poor metric (natural images) or on clean, hard data, where it disagrees with correct labels
+    near the class boundaries; used alone it would then pull the pick away from a late teacher
+    that has rightly learnt them. Inside the band it can only choose among checkpoints the
+    held-out split already finds as good, and where the vote tells them apart by less than its
+    own standard error the pick is ``val-nll-1se``'s. Nothing here was fitted: one SE twice, and
+    the textbook k.
+
+    **Cost.** ``val-nll``'s validation pass, the training-set pass of ``aum-fit``, and one
+    neighbour search of (queries x N) distances; 0 distillations.
+    """
+
+    name, needs = "val-nll-knn", ("val", "train")
+    summary = "val-nll-1se's band of ties, broken by training-set agreement with the neighbours' labels"
+
+    def band(self, ckpts, ctx) -> list[int]:
+        ctx.require_val(f"policy {self.name}")
+        return [i for i, (d, se) in enumerate(nll_margins(ckpts, ctx)) if d <= se]
+
+    def agreements(self, ckpts, ctx) -> list[torch.Tensor]:
+        votes = votes_of(ctx)
+        return [agreement(ctx.train_outputs(c)["logits"], votes) for c in ckpts]
+
+    def scores(self, ckpts, ctx):
+        margins = nll_margins(ckpts, ctx)
+        band = self.band(ckpts, ctx)
+        inside = dict(zip(band, one_se_scores([self.agreements([ckpts[i]], ctx)[0] for i in band])))
+        # agreement scores lie in [-1, 0]; outside the band, below -1 by the NLL margin
+        return [inside[i] if i in inside else -1.0 - (d - se) - 1e-9 for i, (d, se) in enumerate(margins)]
+
+    def cost_s(self, ckpts, ctx):
+        return (sum(ctx.val_metrics(c)["wall_s"] + ctx.train_outputs(c)["wall_s"] for c in ckpts)
+                + votes_of(ctx)["wall_s"])
+
+    def evidence(self, ckpts, ctx):
+        from ..confidence import Evidence
+
+        return Evidence(self.agreements(ckpts, ctx), "points of training-set agreement with the neighbours' labels",
+                        "training samples", scale=100.0)
