@@ -112,6 +112,25 @@ class SelectionContext:
         # "samples": records before the per-sample NLLs were kept are computed again (one val pass)
         return self._cached("val", ckpt, {"n_val": len(self.data.y_val), "samples": True}, compute)
 
+    def val_nll_at(self, ckpt: Checkpoint, temperature: float) -> dict:
+        """The teacher's per-sample validation NLLs of softmax(z / ``temperature``) without any
+        fitting (``nll_samples``, ``val_nll``): at the KD temperature, the distribution the
+        student is taught, judged on held-out labels."""
+        from ..info.analyze import extract
+
+        def compute() -> dict:
+            model = load_model(ckpt, self.data.num_classes, self.data.in_shape)
+            _, logits = extract(model, self.data.x_val, "logits", device=self.device)
+            per_sample = F.cross_entropy(logits.double() / temperature, self.data.y_val, reduction="none")
+            return {"val_nll": float(per_sample.mean()), "nll_samples": per_sample.tolist()}
+
+        return self._cached("val-at-T", ckpt, {"n_val": len(self.data.y_val), "temperature": float(temperature)},
+                            compute)
+
+    def kd_temperature(self) -> float:
+        """The temperature the student will be distilled at (``kd.temperature``, default KDConfig's)."""
+        return float((self.kd or KDConfig()).temperature)
+
     def train_outputs(self, ckpt: Checkpoint) -> dict:
         """``ckpt``'s logits on the un-augmented training split (``logits``, N x C float32) and
         the ``wall_s`` the pass took; cached in FOLDER/train-outputs/ (``ckptkd.select.trainset``).

@@ -74,8 +74,55 @@ def agreement(logits: torch.Tensor, votes: dict) -> torch.Tensor:
     return (logits[votes["queries"]].argmax(1) == votes["labels"]).double()
 
 
+def one_se_band(per_sample_losses: list[torch.Tensor]) -> list[tuple[float, float]]:
+    """(d, SE) of every checkpoint against the one with the lowest mean loss, paired over the
+    samples, as ``val-nll-1se`` computes them; d <= SE is the band of ties."""
+    best = min(range(len(per_sample_losses)), key=lambda i: float(per_sample_losses[i].mean()))
+    out = []
+    for p in per_sample_losses:
+        d = p - per_sample_losses[best]
+        out.append((float(d.mean()), float(d.std()) / math.sqrt(len(d)) if len(d) > 1 else 0.0))
+    return out
+
+
+class BandPolicy(Policy):
+    """A band of checkpoints the validation split cannot tell apart (one SE of the best
+    per-sample validation loss), its ties broken by training-set agreement with the
+    neighbours' labels (one SE again), ties to the later checkpoint. Subclasses give the loss."""
+
+    needs = ("val", "train")
+
+    def margins(self, ckpts, ctx) -> list[tuple[float, float]]:
+        raise NotImplementedError
+
+    def band(self, ckpts, ctx) -> list[int]:
+        ctx.require_val(f"policy {self.name}")
+        return [i for i, (d, se) in enumerate(self.margins(ckpts, ctx)) if d <= se]
+
+    def agreements(self, ckpts, ctx) -> list[torch.Tensor]:
+        votes = votes_of(ctx)
+        return [agreement(ctx.train_outputs(c)["logits"], votes) for c in ckpts]
+
+    def scores(self, ckpts, ctx):
+        ctx.require_val(f"policy {self.name}")
+        margins = self.margins(ckpts, ctx)
+        band = [i for i, (d, se) in enumerate(margins) if d <= se]
+        inside = dict(zip(band, one_se_scores(self.agreements([ckpts[i] for i in band], ctx))))
+        # agreement scores lie in [-1, 0]; outside the band, below -1 by the loss margin
+        return [inside[i] if i in inside else -1.0 - (d - se) - 1e-9 for i, (d, se) in enumerate(margins)]
+
+    def cost_s(self, ckpts, ctx):
+        return sum(ctx.train_outputs(c)["wall_s"] for c in ckpts) + votes_of(ctx)["wall_s"]
+
+    def evidence(self, ckpts, ctx):
+        from ..confidence import Evidence
+
+        return Evidence(self.agreements(ckpts, ctx), "points of training-set agreement with the neighbours' labels",
+                        "training samples", scale=100.0)
+
+
 @register
-class ValNLLNeighbours(Policy):
+class ValNLLNeighbours(BandPolicy):
     """``val-nll-1se``'s band, with its ties broken by the training-set outputs instead of by lateness.
 
     **Band.** The checkpoints within one standard error of the lowest validation NLL (after
@@ -88,50 +135,31 @@ class ValNLLNeighbours(Policy):
     teacher's training-set agreement with the clean labels tracked its students). The clean
     labels are unknown, so the reference is the label that most of a training sample's
     k = ceil(sqrt(N)) nearest other training samples carry, in the standardised input space: a
-    flipped label is outvoted by its neighbours' labels whenever the noise is below one half
-    locally (the principle of kNN label cleaning, Wilson 1972, "Asymptotic properties of nearest
-    neighbor rules using edited data"; Gao et al. 2016 for its use under label noise). Each
-    band member scores its agreement with that vote over the training samples (up to
-    MAX_QUERIES of them, class-stratified), and members within one standard error (paired over
-    those samples) of the best are tied, ties to the later checkpoint, as in ``val-nll-1se``.
-    Checkpoints outside the band score below every member, by their NLL margin.
+    flipped label is outvoted by its neighbours' labels wherever the noise is below one half
+    locally (the principle of editing a training set by its nearest neighbours, Wilson 1972,
+    "Asymptotic properties of nearest neighbor rules using edited data", IEEE SMC). Each band
+    member scores its agreement with that vote over the training samples (up to MAX_QUERIES of
+    them, class-stratified), and members within one standard error (paired over those samples)
+    of the best are tied, ties to the later checkpoint, as in ``val-nll-1se``. Checkpoints
+    outside the band score below every member, by their NLL margin.
 
     **Why a tie-break, not a score.** The vote is a poor reference where the raw inputs are a
-    poor metric (natural images) or on clean, hard data, where it disagrees with correct labels
-    near the class boundaries; used alone it would then pull the pick away from a late teacher
-    that has rightly learnt them. Inside the band it can only choose among checkpoints the
-    held-out split already finds as good, and where the vote tells them apart by less than its
-    own standard error the pick is ``val-nll-1se``'s. Nothing here was fitted: one SE twice, and
-    the textbook k.
+    poor metric (signals, natural images) or on clean, hard data, where it disagrees with
+    correct labels near the class boundaries; used alone it would pull the pick away from a
+    late teacher that has rightly learnt them (on the dev studies it did, on clean blobs).
+    Inside the band it only chooses among checkpoints the held-out split already finds as
+    good, and where the vote tells them apart by less than its own standard error the pick is
+    ``val-nll-1se``'s. Nothing here was fitted: one SE twice, and the textbook k.
 
     **Cost.** ``val-nll``'s validation pass, the training-set pass of ``aum-fit``, and one
     neighbour search of (queries x N) distances; 0 distillations.
     """
 
-    name, needs = "val-nll-knn", ("val", "train")
+    name = "val-nll-knn"
     summary = "val-nll-1se's band of ties, broken by training-set agreement with the neighbours' labels"
 
-    def band(self, ckpts, ctx) -> list[int]:
-        ctx.require_val(f"policy {self.name}")
-        return [i for i, (d, se) in enumerate(nll_margins(ckpts, ctx)) if d <= se]
-
-    def agreements(self, ckpts, ctx) -> list[torch.Tensor]:
-        votes = votes_of(ctx)
-        return [agreement(ctx.train_outputs(c)["logits"], votes) for c in ckpts]
-
-    def scores(self, ckpts, ctx):
-        margins = nll_margins(ckpts, ctx)
-        band = self.band(ckpts, ctx)
-        inside = dict(zip(band, one_se_scores([self.agreements([ckpts[i]], ctx)[0] for i in band])))
-        # agreement scores lie in [-1, 0]; outside the band, below -1 by the NLL margin
-        return [inside[i] if i in inside else -1.0 - (d - se) - 1e-9 for i, (d, se) in enumerate(margins)]
+    def margins(self, ckpts, ctx):
+        return nll_margins(ckpts, ctx)
 
     def cost_s(self, ckpts, ctx):
-        return (sum(ctx.val_metrics(c)["wall_s"] + ctx.train_outputs(c)["wall_s"] for c in ckpts)
-                + votes_of(ctx)["wall_s"])
-
-    def evidence(self, ckpts, ctx):
-        from ..confidence import Evidence
-
-        return Evidence(self.agreements(ckpts, ctx), "points of training-set agreement with the neighbours' labels",
-                        "training samples", scale=100.0)
+        return super().cost_s(ckpts, ctx) + sum(ctx.val_metrics(c)["wall_s"] for c in ckpts)
