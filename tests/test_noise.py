@@ -1,5 +1,7 @@
 """Label noise kinds (ckptkd/data/noise.py): the class-conditional ones pinned to the labels they
 have always given, and instance-dependent noise, whose flips depend on the samples' inputs."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +13,8 @@ from ckptkd.data import validation_mask
 from ckptkd.data.noise import NOISE_KINDS, feature_stats, flip_labels, projection_scores
 from ckptkd.data.registry import resolve
 from ckptkd.errors import CkptkdError
+
+ROOT = Path(__file__).resolve().parents[1]
 
 # what flip_labels gave before instance noise existed (commit 55730f5): studies and caches key on them
 PINNED = {
@@ -154,3 +158,18 @@ def test_instance_noise_reads_image_files_streamed_or_in_memory_alike(tmp_path):
     val = validation_mask(spec, np.asarray(y), cfgs[0].val_fraction, cfgs[0].seed)
     assert mem.y_train.tolist() == want[~val].tolist() and mem.y_val.tolist() == want[val].tolist()
     assert (want != np.asarray(y)).sum() == round(0.3 * len(y))
+
+
+def test_a_study_config_with_instance_noise_validates_and_keys_its_cells_apart(tmp_path):
+    from ckptkd.config import StudyConfig, load_config
+    from ckptkd.study.cells import Cell, cell_key
+
+    text = (ROOT / "configs/studies/blobs-pair30.yaml").read_text().replace("label_noise_kind: pair",
+                                                                             "label_noise_kind: instance")
+    (tmp_path / "study.yaml").write_text(text)
+    small = {"data.num_samples": 600}
+    cfg = load_config(StudyConfig, tmp_path / "study.yaml", small)  # what ckptkd study reads first
+    assert cfg.data.label_noise_kind == "instance" and cfg.data.label_noise == 0.3
+    symmetric = load_config(StudyConfig, tmp_path / "study.yaml", {**small, "data.label_noise_kind": "symmetric"})
+    teacher = Cell("teacher/seed0", "teacher", 0, "teacher")
+    assert cell_key(teacher, cfg) != cell_key(teacher, symmetric)  # no cell of one is taken for the other's

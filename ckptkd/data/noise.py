@@ -99,8 +99,10 @@ def projection_scores(inputs: Inputs, num_classes: int, rng: np.random.Generator
     per feature (a constant feature stays 0), W ~ N(0, 1) of shape (d, num_classes) from ``rng``.
     The random projection of the inputs is the instance-dependent generator of Xia et al.
     ("Part-dependent label noise: towards instance-dependent label noise", NeurIPS 2020, whose
-    synthetic IDN scores each sample with a random Gaussian projection of its features); the
-    sqrt(d) keeps the scores of order 1 whatever the number of features."""
+    synthetic IDN scores each sample's other classes with a random Gaussian projection of its
+    features, one projection per true class; here one for all). The standardisation makes no
+    feature dominate by its units alone, and the sqrt(d) keeps the scores of order 1 whatever
+    the number of features."""
     chunks = _row_chunks(inputs)
     mean, std = feature_stats(chunks)
     scale = np.divide(1.0, std, out=np.zeros_like(std), where=std > 0)
@@ -118,11 +120,13 @@ def instance(y: np.ndarray, num_classes: int, count: int, rng: np.random.Generat
     ``s = projection_scores(...)`` gives each sample class scores from its inputs; its flip
     weight is ``q = 1 - s[y]``, so the samples the projection finds ambiguous for their own
     class flip more often, as harder, more ambiguous samples are the ones annotators get wrong
-    (Chen et al., AAAI 2021, whose controllable IDN also flips the samples a model is least sure
-    of). ``count`` samples are drawn without replacement with probability proportional to q, and
-    each goes to another class drawn from its scores ``s`` renormalised over the classes other
-    than its own, as Xia et al. send a flip to the classes its projection favours. The old label
-    has weight 0, so it is never kept.
+    (Chen et al., AAAI 2021, whose IDN flips the samples a trained network finds most confusable
+    with another class; Xia et al. instead draw each sample's flip rate from a truncated normal,
+    independent of the sample). ``count`` samples are drawn without replacement with probability
+    proportional to q, so the share is exact, as for the other kinds; each goes to another class
+    drawn from its scores ``s`` renormalised over the classes other than its own, as Xia et al.
+    send a flip to the classes its projection favours. The old class has weight 0, so it is
+    never kept.
     """
     s = projection_scores(inputs, num_classes, rng)
     # floored: a sample (or class) the projection is certain of still has a weight, so that
