@@ -132,6 +132,12 @@ MUTATIONS = [
     Mutation("pair-noise-symmetric", "pair noise flips to a random class instead of the next one",
              "ckptkd/data/noise.py", "    return (y[picked] + 1) % num_classes\n",
              "    return symmetric(y, num_classes, picked, rng)\n", ("tests/test_data.py",)),
+    Mutation("instance-noise-uniform", "instance noise picks the samples to flip uniformly, whatever their inputs",
+             "ckptkd/data/noise.py", "    picked = rng.choice(len(y), size=count, replace=False, p=q / q.sum())\n",
+             "    picked = rng.choice(len(y), size=count, replace=False)\n", ("tests/test_noise.py",)),
+    Mutation("instance-noise-any-other-class", "an instance-noise flip goes to any other class, not the one its "
+             "projection favours", "ckptkd/data/noise.py", "    others = np.maximum(s[picked], FLOOR)\n",
+             "    others = np.ones_like(s[picked])\n", ("tests/test_noise.py",)),
     Mutation("bad-image-skipped-mid-run", "a streamed image that does not decode is dropped from its batch, silently",
              "ckptkd/data/stream.py", "    for _, x in items:\n        if isinstance(x, str):\n            return x\n",
              "    items = [(i, x) for i, x in items if not isinstance(x, str)]\n", ("tests/test_stream_lazy.py",)),

@@ -137,8 +137,8 @@ def test_pair_noise_moves_each_flipped_label_to_the_next_class():
 def test_a_label_noise_kind_is_checked():
     from ckptkd.config import from_dict
 
-    with pytest.raises(CkptkdError, match=r"data.label_noise_kind must be one of symmetric, pair, got 'pairs' "
-                                          r"\(did you mean 'pair'\?\)"):
+    with pytest.raises(CkptkdError, match=r"data.label_noise_kind must be one of symmetric, pair, instance, got "
+                                          r"'pairs' \(did you mean 'pair'\?\)"):
         from_dict(DataConfig, {"label_noise_kind": "pairs"})
     with pytest.raises(CkptkdError, match="data.label_noise must be below 0.5 for pair noise"):
         from_dict(DataConfig, {"label_noise": 0.5, "label_noise_kind": "pair"})

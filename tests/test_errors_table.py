@@ -606,7 +606,7 @@ CASES: list[Case] = [
     Case("val-fraction-one", "a validation split of the whole training set", _run("--config", "job.yaml"),
          "data.val_fraction must be in [0, 1), got 1.0", _text("job.yaml", "data:\n  val_fraction: 1\n")),
     Case("noise-kind-unknown", "a label noise kind that does not exist", _run("--config", "job.yaml"),
-         "data.label_noise_kind must be one of symmetric, pair, got 'pairs' (did you mean 'pair'?)",
+         "data.label_noise_kind must be one of symmetric, pair, instance, got 'pairs' (did you mean 'pair'?)",
          _text("job.yaml", "data:\n  label_noise: 0.2\n  label_noise_kind: pairs\n")),
     Case("pair-noise-half", "pair noise on half the labels (the wrong class would be the majority)",
          _run("--config", "job.yaml"), "data.label_noise must be below 0.5 for pair noise (at 0.5 the flipped "

@@ -17,7 +17,8 @@ class DataConfig:
     image_size: Optional[int] = None  # imagefolder: resize to a square of this side
     augment: str = "default"  # none | shift | shift+flip | default (flips only CIFAR); YAML true/false: default/none
     label_noise: float = 0.0  # share of training labels replaced by another class (seeded)
-    label_noise_kind: str = "symmetric"  # symmetric (a random other class) | pair (the next class)
+    # symmetric (a random other class) | pair (the next class) | instance (ambiguous samples flip more)
+    label_noise_kind: str = "symmetric"
     val_fraction: float = 0.1  # share of the training data held out for validation (stratified, seeded)
     # imagefolder, webdataset: leave the images on disk and decode them per batch (true), decode them
     # into memory (false), or unset: stream when they would take more than half the memory available

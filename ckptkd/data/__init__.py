@@ -22,7 +22,7 @@ from ..config import DataConfig, augment_choice
 from ..errors import CkptkdError, warn
 from . import sources  # noqa: F401  (each source registers itself)
 from .augment import Augment, choose_augment
-from .noise import flip_labels
+from .noise import Inputs, flip_labels
 from .registry import list_sources, register_source, resolve
 from .index import index
 from .memory import choose_streaming
@@ -100,7 +100,7 @@ def load_dataset(cfg: DataConfig | str) -> Dataset:
         x, xt = x[:, None, :], xt[:, None, :]
     _check_arrays(cfg.spec, x, y, xt, yt)
     num_classes = int(max(y.max(), yt.max())) + 1
-    y, val = _noisy_labels_and_split(cfg, y, num_classes)
+    y, val = _noisy_labels_and_split(cfg, y, num_classes, x)
     x, y, xv, yv = x[~val], y[~val], x[val], y[val]
     if x.dtype == np.uint8:  # images: scale, then standardise per channel with the training split's stats
         mean, std = channel_stats(histograms(x))  # as the streamed path does: bitwise the same inputs
@@ -127,17 +127,19 @@ def load_dataset(cfg: DataConfig | str) -> Dataset:
     )
 
 
-def _noisy_labels_and_split(cfg: DataConfig, y: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def _noisy_labels_and_split(cfg: DataConfig, y: np.ndarray, num_classes: int,
+                            x: Inputs) -> tuple[np.ndarray, np.ndarray]:
     """The training labels after ``label_noise``, and the validation mask.
 
     The split is drawn from the labels as read, so every label_noise holds out the same
     samples; the noise then flips training and validation labels alike, as in a user's own
-    noisy data (never the test labels).
+    noisy data (never the test labels). ``x``, the inputs of ``y`` as read, is read only by a
+    kind whose flips depend on them (instance noise).
     """
     _check_classes(cfg, y, num_classes)
     val = validation_mask(cfg.spec, y, cfg.val_fraction, cfg.seed)
     if cfg.label_noise:
-        y = flip_labels(y, num_classes, cfg.label_noise, cfg.seed, cfg.label_noise_kind)
+        y = flip_labels(y, num_classes, cfg.label_noise, cfg.seed, cfg.label_noise_kind, x)
     return y, val
 
 
@@ -171,7 +173,9 @@ def _image_files(cfg: DataConfig, source, x: ImageFiles, y, xt: ImageFiles, yt) 
     stream = choose_streaming(cfg.stream, cfg.spec, len(x) + len(xt), shape)
     digest, test_digest = index(x), index(xt)
     num_classes = int(max(y.max(), yt.max())) + 1
-    y, val = _noisy_labels_and_split(cfg, y, num_classes)
+    # instance noise reads the pixels: decoded batch by batch (uint8, as read), never all held at once
+    pixels = lambda: (b.numpy() for b in x.decoded(chunks(len(x), 256), workers=cfg.workers))  # noqa: E731
+    y, val = _noisy_labels_and_split(cfg, y, num_classes, pixels)
     xv, x = subset(x, np.flatnonzero(val)), subset(x, np.flatnonzero(~val))
     yv, y = y[val], y[~val]
     mean, std = channel_stats(sample_histograms(x, stats_sample(len(x)), cfg.workers))
