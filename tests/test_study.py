@@ -115,6 +115,7 @@ def test_a_budget_sweep_records_proxy_at_each_budget_within_it(finished_study, m
     assert proxies(swept) - proxies(root) == 6  # keyed by the fractions: each point trains its own three
     rows = {r["policy"]: r for r in report.table_selection(results)}
     assert rows["proxy@0.5"]["epoch"] == half["pick"][0] and rows["proxy@0.5"]["regret"] >= 0
+    assert f"| proxy@0.5 | {half['pick'][0]} |" in report.render_markdown(results)
     assert {r["policy"] for r in summary([results]) if "note" not in r} >= {"proxy@0.5", "proxy@3", "last"}
 
 
