@@ -38,7 +38,8 @@ PLOT = Path("img") / "regret_vs_budget.png"  # beside the doc
 def load(folder: str) -> dict:
     path = Path(folder) / "results.json"
     if not path.exists():
-        raise SystemExit(f"make_selection.py: error: {folder} has no results.json; finish the study first")
+        print(f"make_selection.py: error: {folder} has no results.json; finish the study first", file=sys.stderr)
+        raise SystemExit(2)
     return json.loads(path.read_text())
 
 
@@ -52,8 +53,9 @@ def parse_round(text: str) -> tuple[str, str, list[str]]:
     return name, commit, studies
 
 
-def block(rounds: list[tuple[str, str, list[str]]], candidates: list[str], doc: Path, command: str) -> str:
-    studies = {f: load(f) for _, _, folders in rounds for f in folders}
+def block(rounds: list[tuple[str, str, list[str]]], studies: dict[str, dict], candidates: list[str], doc: Path,
+          command: str) -> str:
+    """The benchmark block; ``studies`` maps each round's folders to their results.json."""
     every = list(studies.values())
     default = SelectConfig().policy
     parts = [START, "", f"This section was written by `{command}`.", "", "Rounds, in the order they were run:", ""]
@@ -109,8 +111,8 @@ def main() -> None:
     if len(set(names)) < len(names):
         ap.error(f"--round names must be distinct, got {', '.join(names)}")
     candidates = [c for c in args.candidates.split(",") if c]
-    studies = [load(f) for _, _, folders in args.rounds for f in folders]
-    measured = {p for r in studies for p in r.get("selection", {})}
+    studies = {f: load(f) for _, _, folders in args.rounds for f in folders}
+    measured = {p for r in studies.values() for p in r.get("selection", {})}
     for c in candidates:
         if c not in measured:
             ap.error(f"--candidates names {c!r}, which no study measured; use one of {', '.join(sorted(measured))}")
@@ -122,7 +124,7 @@ def main() -> None:
     head, rest = text.split(START, 1)
     tail = rest.split(END, 1)[1]
     (args.doc.parent / PLOT.parent).mkdir(parents=True, exist_ok=True)
-    args.doc.write_text(head + block(args.rounds, candidates, args.doc, command) + tail)
+    args.doc.write_text(head + block(args.rounds, studies, candidates, args.doc, command) + tail)
     print(f"wrote the benchmark of {len(studies)} studies in {len(args.rounds)} rounds into {args.doc}")
 
 
