@@ -720,6 +720,10 @@ CASES: list[Case] = [
     Case("study-budget-in-config", "a negative `budget` in a study config", ["study", "study.yaml", "--out", "new"],
          "budget must be a number of full distillations >= 0 (e.g. 1; 0 means probes only), got -1.0",
          _text("study.yaml", "name: tiny\ndata: {spec: digits}\nbudget: -1\n")),
+    Case("study-budget-sweep-negative", "a negative value in a study's `budget_sweep`",
+         ["study", "study.yaml", "--out", "new"],
+         "each budget_sweep value must be a number of full distillations >= 0 (e.g. 1; 0 means probes only), "
+         "got -0.5", _text("study.yaml", "name: tiny\ndata: {spec: digits}\nbudget_sweep: [0.5, -0.5]\n")),
     Case("zero-jobs", "`--jobs 0` for a study", ["study", "study.yaml", "--jobs", "0", "--out", "new"],
          "--jobs must be at least 1, got 0", _text("study.yaml", "name: tiny\ndata: {spec: digits}\n")),
     Case("unknown-executor", "an unknown `--executor` for a study", ["study", "study.yaml", "--executor", "rey",

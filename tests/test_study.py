@@ -84,6 +84,41 @@ def test_a_policy_over_the_study_budget_is_recorded_with_its_refusal(finished_st
     assert tight["val-nll-1se"]["pick"] == results["selection"]["val-nll-1se"]["pick"]
 
 
+def test_a_budget_sweep_records_proxy_at_each_budget_within_it(finished_study, monkeypatch, tmp_path):
+    from ckptkd.report.selection import summary
+
+    cfg, root, _ = finished_study
+    swept = tmp_path / "swept"
+    shutil.copytree(root, swept)
+    calls = count_runs(monkeypatch)
+    # a study budget of 0 refuses plain proxy; the sweep's points carry their own budgets
+    results = run_study(from_dict(StudyConfig, {**TINY, "budget": 0, "budget_sweep": [0.5, 0, 3]}), swept,
+                        progress=False)
+    assert calls == []  # the sweep trains proxy students only, no cell
+    sel = results["selection"]
+    assert sel["proxy"]["error"].startswith("policy proxy would spend 3.00 distillations")
+    assert sel["proxy@0"] == {"budget": 0.0, "error": sel["proxy@0"]["error"]}
+    assert "cannot spend 0 distillations" in sel["proxy@0"]["error"]
+    # 3 candidates, a 1-epoch student: one epoch each on a sixth of the training samples
+    half = sel["proxy@0.5"]
+    assert half["budget"] == 0.5 and half["proxy"]["epoch_fraction"] == 1.0
+    assert half["distillations"] <= 0.5 and half["distillations"] == pytest.approx(0.5, abs=0.01)
+    assert half["proxy"]["data_fraction"] == pytest.approx(1 / 6, abs=0.01) and half["cost_s"] > 0
+    assert len(half["scores"]) == 3 and len(half["pick"]) == 1
+    full = sel["proxy@3"]  # all of the data and the one epoch: plain proxy's training, so its scores
+    assert full["proxy"] == {"epoch_fraction": 1.0, "data_fraction": 1.0} and full["distillations"] == 3
+    assert full["scores"] == finished_study[2]["selection"]["proxy"]["scores"]
+    assert half["scores"] != full["scores"]  # another cache key: its own proxy students
+
+    def proxies(folder):
+        return sum(r["kind"] == "proxy" for r in json.loads((folder / "selection/selection-cache.json").read_text()).values())
+    assert proxies(swept) - proxies(root) == 6  # keyed by the fractions: each point trains its own three
+    rows = {r["policy"]: r for r in report.table_selection(results)}
+    assert rows["proxy@0.5"]["epoch"] == half["pick"][0] and rows["proxy@0.5"]["regret"] >= 0
+    assert f"| proxy@0.5 | {half['pick'][0]} |" in report.render_markdown(results)
+    assert {r["policy"] for r in summary([results]) if "note" not in r} >= {"proxy@0.5", "proxy@3", "last"}
+
+
 def test_the_study_records_the_verdict_on_distilling_from_the_default_pick(finished_study):
     _, _, results = finished_study
     verdict = results["recommendation"]

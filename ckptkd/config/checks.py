@@ -90,6 +90,10 @@ def validate(cfg, where: str = "") -> None:
               "info.weight_x and info.weight_y must be >= 0 and not both 0")
     elif isinstance(cfg, StudyConfig):
         check_budget_value(cfg.budget, "budget")
+        for b in cfg.budget_sweep:
+            check_budget_value(b, "each budget_sweep value")
+        check(len(set(cfg.budget_sweep)) == len(cfg.budget_sweep),
+              f"budget_sweep values must be distinct, got {cfg.budget_sweep}")
     for registry_check in _REGISTRY_CHECKS.get(type(cfg), ()):
         registry_check(cfg)
     if hasattr(cfg, "device"):

@@ -218,6 +218,10 @@ class StudyConfig:
     snapshot_policies: list[str] = field(default_factory=lambda: ["mi", "best-val", "val-nll", "val-nll-1se"])
     proxy: ProxyConfig = field(default_factory=ProxyConfig)  # policy proxy's budget
     budget: float = 1.0  # what each policy (and the verdict) may spend, in full distillations (0: probes only)
+    # the regret-against-budget sweep: for each B, policy proxy fitted to spend B distillations,
+    # recorded as policy ``proxy@B`` beside the others; it carries its own B, so the study's
+    # ``budget`` does not refuse it ([]: no sweep; 0 is noted and skipped: proxy cannot run for free)
+    budget_sweep: list[float] = field(default_factory=list)
     device: str = "auto"  # checked here; the rest of a study's checks: ckptkd.study.runner
     resources: CellResources = field(default_factory=CellResources)  # per cell, under --executor ray
 

@@ -48,6 +48,21 @@ def score_vs_epoch(rows: list[dict], ax):
     ax.set_title("score and teacher accuracy")
 
 
+def save_figure(fig, path: Path) -> Path:
+    """Write ``fig`` to ``path`` whole or not at all (a temporary file, then a rename), and close it."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    try:
+        fig.savefig(tmp)
+        tmp.replace(path)
+    except OSError as e:  # a read-only or full folder
+        tmp.unlink(missing_ok=True)
+        raise write_error(path, e) from None
+    finally:
+        plt.close(fig)
+    return path
+
+
 def plot_analysis(rows: list[dict], folder: Path) -> list[Path]:
     """Write information_plane.png and score.png into ``folder``; return their paths."""
     paths = []
@@ -55,15 +70,5 @@ def plot_analysis(rows: list[dict], folder: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(5.5, 4), dpi=110)
         draw(rows, ax)
         fig.tight_layout()
-        path = Path(folder) / name
-        tmp = path.with_name(f".{name}.tmp.png")
-        try:
-            fig.savefig(tmp)
-            tmp.replace(path)
-        except OSError as e:  # a read-only or full folder
-            tmp.unlink(missing_ok=True)
-            raise write_error(path, e) from None
-        finally:
-            plt.close(fig)
-        paths.append(path)
+        paths.append(save_figure(fig, Path(folder) / name))
     return paths

@@ -115,6 +115,31 @@ def render_verdict(results: dict) -> str:
             f"{100 * j['nokd_minus_pick']:+.2f} points: {answer}.")
 
 
+def verdict_summary(studies: list[dict]) -> dict:
+    """``judge_verdict`` over ``studies``: how many verdicts were right, wrong, within the noise
+    (either answer as good), or not compared (no verdict, or no student to judge it by), with
+    the wrong ones named, and how many verdicts weighed no KD's evidence at all."""
+    counts = {"right": [], "wrong": [], "within the noise": [], "not compared": []}
+    weighed = 0
+    for results in studies:
+        j = judge_verdict(results)
+        if j is None:
+            counts["not compared"].append(results["config"]["name"])
+            continue
+        weighed += j["compared"]
+        counts[{True: "right", False: "wrong", None: "within the noise"}[j["right"]]].append(results["config"]["name"])
+    return {"studies": len(studies), "weighed_nokd": weighed, **{k: len(v) for k, v in counts.items()},
+            "wrong_studies": counts["wrong"], "not_compared_studies": counts["not compared"]}
+
+
+def render_verdict_summary(studies: list[dict]) -> str:
+    s = verdict_summary(studies)
+    wrong = f" ({', '.join(s['wrong_studies'])})" if s["wrong_studies"] else ""
+    return (f"Verdict on distilling, judged against the no-KD students over {s['studies']} studies: {s['right']} right, "
+            f"{s['wrong']} wrong{wrong}, {s['within the noise']} within the noise, {s['not compared']} not compared; "
+            f"the verdict weighed no KD's evidence on {s['weighed_nokd']} of them.")
+
+
 def render_study(results: dict, folder: str) -> str:
     """One study's policy table, with its seed noise and gap."""
     from .study import SELECTION_COLUMNS, _md

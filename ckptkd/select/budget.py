@@ -23,6 +23,7 @@ from ..trajectory import Checkpoint
 from .base import Spend, get_policy
 
 if TYPE_CHECKING:
+    from ..config import ProxyConfig
     from .context import SelectionContext
 
 DEFAULT_BUDGET = 1.0
@@ -54,3 +55,33 @@ def check_budget(parts: Sequence[str], ckpts: Sequence[Checkpoint], ctx: "Select
         raise CkptkdError(f"{name} would spend {need.distillations:.2f} distillations ({need.how}) and the budget is "
                           f"{budget:.2f}; {fix}" + (f", or {need.cheaper}" if need.cheaper else ""))
     return need
+
+
+def proxy_for_budget(budget: float, n_candidates: int, student_epochs: int, n_train: int, n_classes: int,
+                     base: "ProxyConfig") -> "ProxyConfig":
+    """``base`` with its fractions set so that policy ``proxy`` on ``n_candidates`` spends at
+    most ``budget`` distillations, as near to it as whole epochs and whole samples allow (a
+    study's ``budget_sweep``).
+
+    The epochs go first: ``epoch_fraction`` = budget / n / ``data_fraction``, rounded down to
+    whole student epochs (``proxy_stage`` rounds to whole epochs, and rounding up would spend
+    more than the budget) and capped at all of them. When one epoch per candidate already costs
+    more, each proxy keeps one epoch and trains on fewer samples instead. Refused (one line)
+    when even that leaves fewer samples than classes, and at budget 0: a proxy cannot train
+    for free."""
+    import dataclasses
+    import math
+
+    if budget <= 0:
+        raise CkptkdError("policy proxy cannot spend 0 distillations: it trains a proxy student per candidate "
+                          "(budget 0 is what the probe-only policies measure); leave 0 out of budget_sweep")
+    share = budget / max(1, n_candidates)  # of one distillation, for each candidate's proxy student
+    epochs = min(student_epochs, math.floor(share * student_epochs / base.data_fraction + 1e-9))
+    if epochs >= 1:
+        return dataclasses.replace(base, epoch_fraction=epochs / student_epochs)
+    samples = math.floor(share * student_epochs * n_train + 1e-9)  # one epoch, on fewer samples
+    if samples < n_classes:
+        least = n_candidates * n_classes / (student_epochs * n_train)
+        raise CkptkdError(f"policy proxy cannot spend only {budget:g} distillations on {n_candidates} candidates: "
+                          f"one epoch on one sample per class costs {least:.3f}; raise the budget_sweep value")
+    return dataclasses.replace(base, epoch_fraction=1.0 / student_epochs, data_fraction=samples / n_train)

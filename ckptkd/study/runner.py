@@ -4,7 +4,8 @@
     STUDY/cells/<cell id>/         one run folder per cell, with result.json when finished
     STUDY/analysis/<estimator>/    the information analysis of the trajectory, per estimator
     STUDY/selection/               what the selection policies read (val metrics, proxy students, training-set
-                                   outputs), cached; each policy within the study's ``budget``
+                                   outputs), cached; each policy within the study's ``budget``, each
+                                   ``budget_sweep`` point (policy ``proxy@B``) within its own B
     STUDY/invocations.jsonl        when each invocation started and how it ended
     STUDY/results.json             every cell's result and every analysis row
     STUDY/tables.{md,csv,json}, *.png   the tables and plots (ckptkd.report.study)
@@ -72,13 +73,14 @@ def _check_study(cfg: StudyConfig) -> None:
           f"without neighbours (needs {2 * cfg.ensemble_size - 1}); lower teacher.save_every")
 
 
-def selection_context(cfg: StudyConfig, root: Path, device="cpu") -> SelectionContext:
+def selection_context(cfg: StudyConfig, root: Path, device="cpu", *, proxy=None, budget=None) -> SelectionContext:
     """What a study's policies read, cached in STUDY/selection/ (scripts/nll_margins.py reads it too).
 
     One selection serves every student seed of the study, so its proxy students start from
     seed 0 (+ ``proxy.seed``), as they always have: the cached proxy records stay valid. Each
-    policy, and the verdict, may spend the study's ``budget``."""
-    select = SelectConfig(proxy=cfg.proxy, budget=cfg.budget)
+    policy, and the verdict, may spend the study's ``budget``; ``proxy`` and ``budget`` replace
+    the study's for one ``budget_sweep`` point."""
+    select = SelectConfig(proxy=proxy or cfg.proxy, budget=cfg.budget if budget is None else budget)
     return SelectionContext.from_config(_data(cfg.data), root / "selection", select=select, info=cfg.info,
                                         student=cfg.student, kd=cfg.kd, seed=0, device=device)
 
@@ -86,28 +88,58 @@ def selection_context(cfg: StudyConfig, root: Path, device="cpu") -> SelectionCo
 def selection(cfg: StudyConfig, root: Path, trajectory: list, device: str) -> dict[str, dict]:
     """Every policy's scores on the trajectory, its single pick, its snapshot ensemble of
     ``ensemble_size`` checkpoints (never two neighbours), its cost in wall seconds and in
-    distillations, and its statement of confidence (``ckptkd.select.confidence``).
+    distillations, and its statement of confidence (``ckptkd.select.confidence``); then the
+    ``proxy@B`` points of the study's ``budget_sweep`` (``sweep_records``).
 
     A policy that cannot run on this study (e.g. one that needs a validation split the study
     does not carve) is recorded with its error instead.
     """
-    from ..select.confidence import statement
-
     ctx = selection_context(cfg, root, device)
     (root / "selection").mkdir(exist_ok=True)
+    out = {name: policy_record(name, cfg, trajectory, ctx) for name in study_policies(cfg)}
+    return {**out, **sweep_records(cfg, root, trajectory, device)}
+
+
+def policy_record(name: str, cfg: StudyConfig, trajectory: list, ctx: SelectionContext) -> dict:
+    """One policy's record in results.json's ``selection`` (see ``selection``)."""
+    from ..select.confidence import statement
+
+    try:
+        scores = policy_scores(name, trajectory, ctx)
+    except CkptkdError as e:
+        return {"error": str(e)}
+    pick = top_k(trajectory, scores, 1)
+    ensemble = top_k(trajectory, scores, cfg.ensemble_size, 2 * cfg.teacher.save_every)
+    return {"scores": scores, "pick": [c.epoch for c in pick], "ensemble": [c.epoch for c in ensemble],
+            "cost_s": get_policy(name).cost_s(trajectory, ctx),
+            "distillations": get_policy(name).spend(trajectory, ctx).distillations,
+            "confidence": statement(name, trajectory, pick, ctx)}
+
+
+def sweep_name(budget: float) -> str:
+    """The policy name of one budget_sweep point: ``proxy@0.5``, ``proxy@2``."""
+    return f"proxy@{budget:g}"
+
+
+def sweep_records(cfg: StudyConfig, root: Path, trajectory: list, device: str) -> dict[str, dict]:
+    """``proxy@B`` for each B of ``cfg.budget_sweep``: policy ``proxy`` with its fractions set to
+    spend at most B (``ckptkd.select.budget.proxy_for_budget``), under a budget of B, not the
+    study's. Its record is a policy's, plus ``budget`` (B) and the ``proxy`` settings used; its
+    proxy students are cached in STUDY/selection/ under those settings, so each B has its own."""
+    from ..select.budget import proxy_for_budget
+
+    data = _data(cfg.data)
     out = {}
-    for name in study_policies(cfg):
+    for b in cfg.budget_sweep:
         try:
-            scores = policy_scores(name, trajectory, ctx)
-        except CkptkdError as e:
-            out[name] = {"error": str(e)}
+            proxy = proxy_for_budget(b, len(trajectory), cfg.student.epochs, len(data.y_train), data.num_classes,
+                                     cfg.proxy)
+        except CkptkdError as e:  # budget 0, or too small for one sample per class
+            out[sweep_name(b)] = {"error": str(e), "budget": b}
             continue
-        pick = top_k(trajectory, scores, 1)
-        ensemble = top_k(trajectory, scores, cfg.ensemble_size, 2 * cfg.teacher.save_every)
-        out[name] = {"scores": scores, "pick": [c.epoch for c in pick], "ensemble": [c.epoch for c in ensemble],
-                     "cost_s": get_policy(name).cost_s(trajectory, ctx),
-                     "distillations": get_policy(name).spend(trajectory, ctx).distillations,
-                     "confidence": statement(name, trajectory, pick, ctx)}
+        ctx = selection_context(cfg, root, device, proxy=proxy, budget=b)
+        out[sweep_name(b)] = {**policy_record("proxy", cfg, trajectory, ctx), "budget": b,
+                              "proxy": {k: getattr(proxy, k) for k in ("epoch_fraction", "data_fraction")}}
     return out
 
 
