@@ -18,6 +18,7 @@ import pytest
 import torch
 import yaml
 
+from ckptkd.config import SelectConfig
 from ckptkd.cli import main
 from ckptkd.trajectory import load_weights
 
@@ -299,7 +300,7 @@ def test_run_prints_the_comparison_table(finished_pipeline):
     root, stdout = finished_pipeline
     assert stdout.splitlines()[0] == "augmentation: shift (default for digits)"
     rows = table(stdout)[2:]  # under the column heads and the rule
-    assert [re.split(r"\s{2,}", row)[0] for row in rows] == ["no KD", "full teacher", "chosen (val-nll-1se)"]
+    assert [re.split(r"\s{2,}", row)[0] for row in rows] == ["no KD", "full teacher", f"chosen ({SelectConfig().policy})"]
     assert re.match(r"full teacher\s+epoch 4\s", rows[1])
     result = json.loads((root / "a" / "pipeline.json").read_text())
     assert result["status"] == "complete" and len(result["rows"]) == 3

@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from ckptkd.config import StudyConfig, from_dict
+from ckptkd.config import SelectConfig, StudyConfig, from_dict
 from ckptkd.data.cifar import write_fake_cifar
 from ckptkd.report import study as report
 from ckptkd.study import cells as cells_mod
@@ -46,7 +46,7 @@ def test_the_grid_has_every_cell(finished_study):
     _, _, results = finished_study
     groups = {r["cell"].split("/")[1] for r in results["students"]}
     picked = {report.snapshot_group(results["selection"][p]["ensemble"])
-              for p in ("mi", "best-val", "val-nll", "val-nll-1se")}
+              for p in StudyConfig().snapshot_policies}
     snapshots = picked | {"snap-0001-0003"}  # and the paper's halfway + last (1.5 is a tie: the earlier)
     assert groups == {"nokd", "ckpt-0001", "ckpt-0002", "ckpt-0003", "ens-full", "avg-all", "avg-late"} | snapshots
     assert len(results["students"]) == len(groups) * 2 and len(results["teachers"]) == 2
@@ -122,7 +122,8 @@ def test_a_budget_sweep_records_proxy_at_each_budget_within_it(finished_study, m
 def test_the_study_records_the_verdict_on_distilling_from_the_default_pick(finished_study):
     _, _, results = finished_study
     verdict = results["recommendation"]
-    assert verdict["policy"] == "val-nll-1se" and verdict["teacher"] == results["selection"]["val-nll-1se"]["pick"]
+    default = SelectConfig().policy
+    assert verdict["policy"] == default and verdict["teacher"] == results["selection"][default]["pick"]
     # a pair of 1-epoch proxies costs 2 distillations: two pairs fit in the budget of 4
     assert verdict["evidence"]["pairs"] == 2 and isinstance(verdict["distil"], bool)
     from ckptkd.report.selection import judge_verdict, render_study
@@ -134,7 +135,7 @@ def test_the_study_records_the_verdict_on_distilling_from_the_default_pick(finis
     nz = report.noise(results)
     assert judged["right"] == (None if abs(g["nokd"]["mean"] - pick) <= nz else
                                (g["nokd"]["mean"] > pick) == (not verdict["distil"]))
-    assert "Verdict on distilling (val-nll-1se's pick): " in render_study(results, "tiny")
+    assert f"Verdict on distilling ({default}'s pick): " in render_study(results, "tiny")
 
 
 def test_trajectory_averages_teach_with_mean_probabilities(finished_study):
@@ -275,7 +276,7 @@ def test_study_tables_and_plots_are_written(finished_study):
     _, root, results = finished_study
     paths = report.write_tables(results, root) + report.plot_study(results, root)
     assert all(p.exists() and p.stat().st_size > 0 for p in paths)
-    assert json.loads((root / "tables.json").read_text())["verdicts"]["policy"] == "val-nll-1se"  # the default
+    assert json.loads((root / "tables.json").read_text())["verdicts"]["policy"] == SelectConfig().policy
 
 
 def test_study_end_to_end_on_a_cifar_format_folder(tmp_path):
