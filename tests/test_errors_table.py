@@ -560,10 +560,12 @@ CASES: list[Case] = [
          "info.estimator must be one of kde, renyi, categorical, binning, got 'kdee' (did you mean 'kde'?)"),
     Case("misspelt-policy", "a misspelt selection policy", _run("--policy", "bset-val"),
          "select.policy must be one of last, halfway, best-val, val-nll, val-nll-1se, mi, mi-val, iyf, iyf-val, proxy, "
-         "proxy-full, aum-fit, cl-fit, label-wave, explicit (or a+b), got 'bset-val' (did you mean 'best-val'?)"),
+         "proxy-full, aum-fit, cl-fit, label-wave, knn-student, explicit (or a+b), got 'bset-val' "
+         "(did you mean 'best-val'?)"),
     Case("select-misspelt-policy", "a misspelt policy for `ckptkd select`", ["select", "run", "--policy", "val-nl"],
          "unknown policy 'val-nl' (did you mean 'val-nll'?); use one of last, halfway, best-val, val-nll, val-nll-1se, "
-         "mi, mi-val, iyf, iyf-val, proxy, proxy-full, aum-fit, cl-fit, label-wave, explicit (ckptkd policies describes them)"),
+         "mi, mi-val, iyf, iyf-val, proxy, proxy-full, aum-fit, cl-fit, label-wave, knn-student, explicit "
+         "(ckptkd policies describes them)"),
     Case("explicit-without-epochs", "policy `explicit` without the epochs to use",
          ["select", "run", "--policy", "explicit"],
          "policy explicit needs the epochs to use (select.checkpoints, or --checkpoints E ...)"),

@@ -1,2 +1,2 @@
 """The registered policies, one class each; importing this package registers them in order."""
-from . import baselines, validation, information, proxy, memorisation, confident, churn, explicit  # noqa: F401  (the order of `ckptkd policies`)
+from . import baselines, validation, information, proxy, memorisation, confident, churn, knn_student, explicit  # noqa: F401  (the order of `ckptkd policies`)
