@@ -185,6 +185,24 @@ def test_on_a_real_trajectory_it_costs_the_training_pass_and_one_query(trained_r
     assert get_policy("knn-student").cost_s(ckpts, ctx) == pytest.approx(passes + neighbours(ctx)["wall_s"])
 
 
+def test_the_neighbours_are_cached_with_their_cost_and_read_back(trained_run, digits, tmp_path):
+    from ckptkd.select.policies.knn_student import FOLDER_NAME
+
+    ckpts = trained_run.checkpoints()
+    first = SelectionContext(digits, folder=tmp_path)
+    scores, cost = policy_scores("knn-student", ckpts, first), get_policy("knn-student").cost_s(ckpts, first)
+    files = list((tmp_path / FOLDER_NAME).glob("*.safetensors"))
+    assert len(files) == 1
+    again = SelectionContext(digits, folder=tmp_path)  # a new context reads the record back: same cost
+    before = files[0].read_bytes()
+    assert policy_scores("knn-student", ckpts, again) == scores
+    assert get_policy("knn-student").cost_s(ckpts, again) == cost and files[0].read_bytes() == before
+    assert torch.equal(neighbours(again)["index"], neighbours(first)["index"])
+    files[0].write_bytes(b"not a safetensors file")  # damaged: only a lost speed-up
+    damaged = SelectionContext(digits, folder=tmp_path)
+    assert torch.equal(neighbours(damaged)["index"], neighbours(first)["index"])
+
+
 def test_select_command_reports_it_with_a_confidence_statement(run_copy, capsys):
     from ckptkd.cli import main
 
