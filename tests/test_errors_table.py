@@ -560,10 +560,13 @@ CASES: list[Case] = [
          "info.estimator must be one of kde, renyi, categorical, binning, got 'kdee' (did you mean 'kde'?)"),
     Case("misspelt-policy", "a misspelt selection policy", _run("--policy", "bset-val"),
          "select.policy must be one of last, halfway, best-val, val-nll, val-nll-1se, mi, mi-val, iyf, iyf-val, proxy, "
-         "proxy-full, aum-fit, cl-fit, label-wave, explicit (or a+b), got 'bset-val' (did you mean 'best-val'?)"),
+         "proxy-full, aum-fit, cl-fit, label-wave, knn-student, val-nll-knn, kd-nll-1se, kd-nll-knn, explicit "
+         "(or a+b), got 'bset-val' "
+         "(did you mean 'best-val'?)"),
     Case("select-misspelt-policy", "a misspelt policy for `ckptkd select`", ["select", "run", "--policy", "val-nl"],
          "unknown policy 'val-nl' (did you mean 'val-nll'?); use one of last, halfway, best-val, val-nll, val-nll-1se, "
-         "mi, mi-val, iyf, iyf-val, proxy, proxy-full, aum-fit, cl-fit, label-wave, explicit (ckptkd policies describes them)"),
+         "mi, mi-val, iyf, iyf-val, proxy, proxy-full, aum-fit, cl-fit, label-wave, knn-student, val-nll-knn, "
+         "kd-nll-1se, kd-nll-knn, explicit (ckptkd policies describes them)"),
     Case("explicit-without-epochs", "policy `explicit` without the epochs to use",
          ["select", "run", "--policy", "explicit"],
          "policy explicit needs the epochs to use (select.checkpoints, or --checkpoints E ...)"),
@@ -632,7 +635,7 @@ CASES: list[Case] = [
     # flags that would have no effect in the case at hand (ckptkd/cli/flags.py)
     Case("select-seed-without-proxy", "`select --seed` (the proxy student's seed) with a policy that trains no "
          "student", ["select", "run", "--seed", "3"],
-         "--seed has no effect here: it sets the proxy student, and policy val-nll-1se trains none (only proxy, "
+         "--seed has no effect here: it sets the proxy student, and policy kd-nll-knn trains none (only proxy, "
          "proxy-full do), nor does the verdict on distilling here (selection has no student settings); drop it"),
     Case("select-student-without-proxy", "`select --student-model` with a policy that trains no student, and no "
          "budget for the verdict's proxy students", ["select", "run", "--policy", "best-val", "--student-model",
@@ -671,11 +674,11 @@ CASES: list[Case] = [
          "categorical, and this analysis uses --features penultimate with --estimator kde; drop it"),
     Case("run-checkpoints-without-explicit", "`run --checkpoints` with a policy other than explicit",
          _run("--checkpoints", "2"),
-         "--checkpoints has no effect here: it lists the epochs of policy explicit, and policy val-nll-1se chooses "
+         "--checkpoints has no effect here: it lists the epochs of policy explicit, and policy kd-nll-knn chooses "
          "its own; drop it"),
     Case("run-probe-without-analysis", "`run --probe-size` with a policy that reads no estimate",
          _run("--probe-size", "50"),
-         "--probe-size has no effect here: policy val-nll-1se reads no information estimate (only mi, mi-val, iyf, "
+         "--probe-size has no effect here: policy kd-nll-knn reads no information estimate (only mi, mi-val, iyf, "
          "iyf-val do); drop it"),
     Case("milestones-without-multistep", "`--milestones` under the cosine schedule", _train("--milestones", "2"),
          "--milestones has no effect here: they are the epochs of the multistep schedule, and train.schedule is "

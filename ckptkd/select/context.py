@@ -9,6 +9,7 @@ Cache (with ``folder``)
     FOLDER/selection-cache.json   {key: record}: ``val`` metrics and ``proxy`` results per checkpoint
     FOLDER/teacher-cache/         the proxy students' teacher outputs (``ckptkd.teacher_cache``)
     FOLDER/train-outputs/         every checkpoint's logits on the training split (``ckptkd.select.trainset``)
+    FOLDER/knn-neighbours/        the validation inputs' nearest training inputs (policy ``knn-student``)
 
 A key is the sha256 of the checkpoint's weights sha256 and architecture, the data
 fingerprint (which covers the validation split) and every setting the record depends on.
