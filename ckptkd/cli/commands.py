@@ -253,7 +253,7 @@ def select(args, overrides):
     own = {p: choose(p, ckpts, ctx, k=args.k, min_spacing=args.min_spacing, scores=scores[p]) for p in scored}
     confidence = {p: statement(p, ckpts, own[p], ctx) for p in scored}
     spends = {p: get_policy(p).spend(ckpts, ctx).distillations for p in scored}
-    verdict = recommend(picked, ctx, spent=spend.distillations)
+    verdict = recommend(picked, ctx, spent=spend.distillations, parts=parts)
     overall = (confidence[scored[0]] if len(scored) == 1 else
                {"statement": "; ".join(f"{p}: {confidence[p]['statement']}" for p in scored),
                 "picks": [r for p in scored for r in confidence[p]["picks"]]} if scored else None)

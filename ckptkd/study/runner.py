@@ -122,7 +122,7 @@ def study_verdict(cfg: StudyConfig, root: Path, trajectory: list, device: str, p
         return {"policy": policy, "error": record.get("error", f"policy {policy} was not measured")}
     chosen = [c for c in trajectory if c.epoch in record["pick"]]
     ctx = selection_context(cfg, root, device)
-    return {"policy": policy, **recommend(chosen, ctx, spent=record.get("distillations", 0.0))}
+    return {"policy": policy, **recommend(chosen, ctx, spent=record.get("distillations", 0.0), parts=[policy])}
 
 
 def student_cells(cfg: StudyConfig, root: Path, picks: dict[str, dict]) -> list[Cell]:
