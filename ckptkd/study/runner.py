@@ -34,6 +34,8 @@ from .invocations import Invocation, invocations
 from .lock import NAME as LOCK, StudyLock
 from .shipping import install_cell
 
+STUDY_BUDGET_KEY = "the study's top-level budget"  # what a policy over it is told to raise
+
 
 def teacher_cells(cfg: StudyConfig) -> list[Cell]:
     return [Cell(f"teacher/seed{s}", "teacher", s, "teacher") for s in cfg.teacher_seeds]
@@ -80,7 +82,8 @@ def selection_context(cfg: StudyConfig, root: Path, device="cpu") -> SelectionCo
     policy, and the verdict, may spend the study's ``budget``."""
     select = SelectConfig(proxy=cfg.proxy, budget=cfg.budget)
     return SelectionContext.from_config(_data(cfg.data), root / "selection", select=select, info=cfg.info,
-                                        student=cfg.student, kd=cfg.kd, seed=0, device=device)
+                                        student=cfg.student, kd=cfg.kd, seed=0, device=device,
+                                        budget_key=STUDY_BUDGET_KEY)
 
 
 def selection(cfg: StudyConfig, root: Path, trajectory: list, device: str) -> dict[str, dict]:
