@@ -115,7 +115,7 @@ def choose_with_verdict(cfg: RunConfig, teacher_run: Run, data: Dataset, device,
         spend = check_budget(parts, ckpts, ctx)
         picks = choose(sel.policy, ckpts, ctx, k=sel.k, min_spacing=sel.min_spacing, epochs=sel.checkpoints)
         conf = statement(sel.policy, ckpts, picks, ctx) if len(parts) == 1 and parts[0] != "explicit" else None
-        return [c.epoch for c in picks], recommend(picks, ctx, spent=spend.distillations), conf
+        return [c.epoch for c in picks], recommend(picks, ctx, spent=spend.distillations, parts=parts), conf
 
     epochs, verdict, conf = parallel.main_only(decide)
     return [c for c in ckpts if c.epoch in epochs], verdict, conf

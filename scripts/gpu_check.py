@@ -147,7 +147,8 @@ def main(argv=None) -> int:
         report.data["wall_s"] = round(time.perf_counter() - t0, 1)
         report.data["ok"] = all(c["status"] in ("ok", "partial", "skipped") for c in report.data["checks"].values())
         report.save()
-    counts = {s: sum(c["status"] == s for c in report.data["checks"].values()) for s in ("ok", "partial", "FAIL", "skipped")}
+    counts = {s: sum(c["status"] == s for c in report.data["checks"].values())
+              for s in ("ok", "partial", "FAIL", "skipped")}
     print(f"wrote {json_path}: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v)
           + f" in {report.data['wall_s']:.0f} s", flush=True)
     return 1 if failed else 0

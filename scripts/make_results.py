@@ -48,8 +48,9 @@ def reading(results: dict) -> str:
         lines.append(f"- Snapshot ensemble (halfway + last) vs full ensemble of independent runs: student "
                      f"{pct(snap['student_mean'] - full_e['student_mean'])} points.")
     if v["measured"]:
-        lines.append(f"- Algorithm 1 ({results['config']['info']['estimator']} total) picked epoch {v['epoch']}, regret "
-                     f"{100 * v['regret']:.2f} ({'within' if v['within_noise_of_best'] else 'outside'} the seed noise), "
+        lines.append(f"- Algorithm 1 ({results['config']['info']['estimator']} total) picked epoch {v['epoch']}, "
+                     f"regret {100 * v['regret']:.2f} ({'within' if v['within_noise_of_best'] else 'outside'} "
+                     "the seed noise), "
                      f"{pct(v['vs_last'])} vs the full teacher's student, Spearman ρ {v['spearman']:.2f}.")
     return "\n".join(lines)
 

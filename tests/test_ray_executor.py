@@ -192,3 +192,33 @@ def test_a_cell_asking_for_a_gpu_the_cluster_lacks_is_refused_before_anything_is
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q", *sys.argv[1:]]))
+
+
+START_AND_STOP = """
+import os
+from ckptkd.config import StudyConfig
+from ckptkd.study.executors import get_executor
+
+executor = get_executor("ray")
+executor.start(StudyConfig())
+import ray
+print(os.environ.get("RAY_AUTH_MODE"), ray.get(ray.remote(lambda: 41 + 1).remote()))
+executor.close()
+"""
+
+
+def test_a_local_ray_starts_with_token_auth_asked_for_and_no_warning(tmp_path):
+    """Ray 2.59+ picks token authentication for a local head itself and warns at every start
+    that it did; ckptkd asks for it (RAY_AUTH_MODE=token before Ray is imported, Ray's
+    documented switch), so the head still makes its token (in HOME) and says nothing."""
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env["HOME"] = str(tmp_path)  # the token Ray makes lands here, not in the user's home
+    proc = subprocess.run([sys.executable, "-c", START_AND_STOP], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["token", "42"]
+    assert "Token authentication" not in proc.stderr, proc.stderr
+    assert (tmp_path / ".ray" / "auth_token").read_text().strip()  # authentication is on

@@ -130,6 +130,29 @@ def test_the_verdict_pairs_proxy_students_over_seeds_within_the_budget(trained_r
     assert three["evidence"]["pairs"] == 3 and three["evidence"]["kd_val_acc"][:2] == ev["kd_val_acc"]
 
 
+def test_the_verdict_does_not_count_again_the_proxy_policys_own_pair_0(trained_run, digits, tmp_path):
+    """Policy proxy trained pair 0's KD proxy of its pick: the verdict reuses it at no cost, so
+    a budget of 1.50 (proxy 0.75 + 2 pairs of 0.50, less the reused 0.25) covers two pairs, and
+    the total reported is what the cache holds: six proxies of 0.25."""
+    ckpts = trained_run.checkpoints()
+    ctx = _ctx(digits, tmp_path, budget=1.5)
+    spend = check_budget(["proxy"], ckpts, ctx)
+    picked = choose("proxy", ckpts, ctx)
+    out = recommend(picked, ctx, spent=spend.distillations, parts=["proxy"])
+    assert out["evidence"] is not None and out["evidence"]["pairs"] == 2
+    assert out["spent"] == pytest.approx(0.75, abs=0.01)
+    records = list(json.loads((tmp_path / "selection-cache.json").read_text()).values())
+    trained = [r for r in records if r["kind"] in ("proxy", "proxy-nokd", "proxy-ensemble")]
+    assert len(trained) == 6  # 3 candidates, pair 1's KD proxy, 2 no-KD proxies
+    assert spend.distillations + out["spent"] == pytest.approx(0.25 * len(trained), abs=0.01)
+    # another policy's pick trains its own pair 0, and the same budget leaves too little for two pairs
+    short = recommend(picked, _ctx(digits, budget=1.5), spent=0.75, parts=["val-nll-1se"])
+    assert short["evidence"] is None and "raise --budget to 1.75 or more" in short["reason"]
+    # a union that picks two checkpoints distils an ensemble: nothing of policy proxy's is reused
+    assert recommend(ckpts[:2], _ctx(digits, budget=1.75), spent=0.75, parts=["proxy", "last"])["spent"] == \
+        pytest.approx(1.0, abs=0.01)
+
+
 # ---------------------------------------------------------------- confidence
 
 

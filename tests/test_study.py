@@ -81,6 +81,7 @@ def test_a_policy_over_the_study_budget_is_recorded_with_its_refusal(finished_st
     tight = selection(dataclasses.replace(cfg, budget=1.0), root, trajectory, "cpu")  # served from the cache
     assert tight["proxy"] == {"error": tight["proxy"]["error"]}
     assert tight["proxy"]["error"].startswith("policy proxy would spend 3.00 distillations")
+    assert "; raise --budget (the study's top-level budget) to 3.00 or more" in tight["proxy"]["error"]
     assert tight["val-nll-1se"]["pick"] == results["selection"]["val-nll-1se"]["pick"]
 
 

@@ -41,7 +41,8 @@ def _common_flags(p, quiet: bool = True):
                    "when they would take more than half the memory available)")
     p.add_argument("--no-stream", action="store_const", const=False, dest="data.stream",
                    help="decode the images into memory, even when they would take more than half of it")
-    p.add_argument("--workers", type=int, dest="data.workers", metavar="N", help="processes decoding images (default 2)")
+    p.add_argument("--workers", type=int, dest="data.workers", metavar="N",
+                   help="processes decoding images (default 2)")
     p.add_argument("--device", dest="device", help="auto, cpu or cuda[:N]")
     if quiet:  # eval shows no progress bar, so it takes no --quiet
         p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -108,8 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     _out_flags(p, default="runs/default")
     _seed_flag(p)
     _augment_flag(p)
-    p.add_argument("--policy", dest="select.policy", help=f"{SelectConfig().policy} (default), mi (Algorithm 1), or any "
-                   "of `ckptkd policies`, or a+b")
+    p.add_argument("--policy", dest="select.policy",
+                   help=f"{SelectConfig().policy} (default), mi (Algorithm 1), or any of `ckptkd policies`, or a+b")
     p.add_argument("-k", type=int, dest="select.k", help="checkpoints each policy picks (a snapshot ensemble)")
     _budget_flag(p)
     p.add_argument("--checkpoints", type=int, nargs="+", dest="select.checkpoints", metavar="EPOCH",
@@ -139,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="teacher checkpoint file; repeat for an ensemble")
     p.add_argument("--teacher-model", dest="teacher_model", help="architecture of foreign teacher checkpoints")
     p.add_argument("--temperature", type=float, dest="kd.temperature", help="KD temperature T (default 4)")
-    p.add_argument("--alpha", type=float, dest="kd.alpha", help="method kd: weight of the cross-entropy term (default 0.1)")
+    p.add_argument("--alpha", type=float, dest="kd.alpha",
+                   help="method kd: weight of the cross-entropy term (default 0.1)")
     p.add_argument("--combine", dest="kd.combine", help="ensemble rule: logits (default) or probs")
     _method_flag(p)
     p.add_argument("--cache-dir", dest="cache_dir", metavar="DIR",
@@ -172,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--checkpoints", type=int, nargs="+", metavar="EPOCH", help="policy explicit: the epochs")
             _budget_flag(p)
             p.add_argument("--student-model", dest="student.model", help="policy proxy: the student's architecture")
-            p.add_argument("--student-epochs", type=int, dest="student.epochs", help="policy proxy: the student's epochs")
+            p.add_argument("--student-epochs", type=int, dest="student.epochs",
+                           help="policy proxy: the student's epochs")
             _seed_flag(p, "policy proxy: the student's seed (default: the run's)")
 
     p = sub.add_parser("study", help="run a study grid (resumable) and write its tables and plots")
@@ -200,7 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="write a student as ONNX, pt2 (torch.export) or legacy TorchScript, checked "
                                       "against PyTorch, with its size and CPU latency beside its teacher's")
-    p.add_argument("checkpoint", metavar="STUDENT_CKPT", help="a student's checkpoint (RUN/checkpoints/epoch_N.safetensors)")
+    p.add_argument("checkpoint", metavar="STUDENT_CKPT",
+                   help="a student's checkpoint (RUN/checkpoints/epoch_N.safetensors)")
     p.add_argument("--format", required=True, help="onnx (needs the export extra), pt2 (torch.export) or torchscript "
                                                    "(legacy: torch.jit is deprecated)")
     p.add_argument("--out", required=True, help="the file to write")

@@ -206,7 +206,8 @@ def analyze(args, overrides):
         return
     print(format_analysis(rows, cfg))
     if any(r["saturated"] for r in rows):
-        print("warning: some estimates are within 5% of log N (saturated); raise info.kde.noise_fraction (in --config) or the probe size")
+        print("warning: some estimates are within 5% of log N (saturated); raise info.kde.noise_fraction "
+              "(in --config) or the probe size")
     print(f"wrote {args.run}/analysis.json, analysis.csv, " + ", ".join(p.name for p in plots))
 
 
@@ -218,7 +219,8 @@ def format_analysis(rows: list[dict], cfg: InfoConfig) -> str:
         sx, sy = (r["ixf_minmax"], r["iyf_minmax"]) if cfg.scaling == "minmax" else (r["ixf_norm"], r["iyf_norm"])
         acc = "-" if r["teacher_acc"] is None else f"{100 * r['teacher_acc']:.2f}"
         mark = "  <- best" if i == best else ""
-        lines.append(f"{r['epoch']:>6} {r['ixf']:>8.4f} {r['iyf']:>8.4f} {sx:>8.3f} {sy:>8.3f} {r['score']:>7.3f} {acc:>7}{mark}")
+        lines.append(f"{r['epoch']:>6} {r['ixf']:>8.4f} {r['iyf']:>8.4f} {sx:>8.3f} {sy:>8.3f} {r['score']:>7.3f} "
+                     f"{acc:>7}{mark}")
     return "\n".join(lines)
 
 
@@ -253,7 +255,7 @@ def select(args, overrides):
     own = {p: choose(p, ckpts, ctx, k=args.k, min_spacing=args.min_spacing, scores=scores[p]) for p in scored}
     confidence = {p: statement(p, ckpts, own[p], ctx) for p in scored}
     spends = {p: get_policy(p).spend(ckpts, ctx).distillations for p in scored}
-    verdict = recommend(picked, ctx, spent=spend.distillations)
+    verdict = recommend(picked, ctx, spent=spend.distillations, parts=parts)
     overall = (confidence[scored[0]] if len(scored) == 1 else
                {"statement": "; ".join(f"{p}: {confidence[p]['statement']}" for p in scored),
                 "picks": [r for p in scored for r in confidence[p]["picks"]]} if scored else None)

@@ -10,7 +10,8 @@ from typing import Optional
 
 @dataclass
 class DataConfig:
-    spec: str = "mnist1d"  # mnist1d | digits | npz:PATH | cifar10:DIR | cifar100:DIR | imagefolder:DIR | webdataset:DIR | module:function
+    # mnist1d | digits | npz:PATH | cifar10:DIR | cifar100:DIR | imagefolder:DIR | webdataset:DIR | module:function
+    spec: str = "mnist1d"
     num_samples: int = 5000  # mnist1d: samples generated (80% train)
     seed: int = 0  # generation and split seed (not the training seed)
     test_fraction: float = 0.2  # digits and imagefolder without a train/test split

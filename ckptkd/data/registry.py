@@ -56,7 +56,8 @@ def user_function(spec: str):
     try:
         fn = getattr(importlib.import_module(module_name), fn_name)
     except (ImportError, AttributeError) as e:
-        raise CkptkdError(f"cannot import dataset {spec!r} ({e}); give module.path:function importable from PYTHONPATH") from None
+        raise CkptkdError(f"cannot import dataset {spec!r} ({e}); give module.path:function importable from "
+                          "PYTHONPATH") from None
     out = fn()
     if not (isinstance(out, (tuple, list)) and len(out) == 4):
         raise CkptkdError(f"dataset function {spec!r} must return (x, y, x_test, y_test)")

@@ -55,7 +55,8 @@ class Compression:
                     f"{self.student_ms:.3f} ms per sample on CPU; no teacher recorded")
         return (f"compression: student {self.student} {self.student_params:,} parameters vs teacher {self.teacher} "
                 f"{self.teacher_params:,} ({self.teacher_params / self.student_params:.1f}x fewer); CPU latency per "
-                f"sample {self.student_ms:.3f} ms vs {self.teacher_ms:.3f} ms ({speed(self.teacher_ms, self.student_ms)}), "
+                f"sample {self.student_ms:.3f} ms vs {self.teacher_ms:.3f} ms "
+                f"({speed(self.teacher_ms, self.student_ms)}), "
                 f"batch 1, {self.threads} thread{'s' * (self.threads != 1)}")
 
 

@@ -179,7 +179,8 @@ def _run_parts(run_dir: Path, label: str, analyze_cmd: str) -> list[str]:
     ckpt_rows = [{**m, **{k: by_epoch.get(m["epoch"], {}).get(k) for k in ("ixf", "iyf", "score")}}
                  for m in sidecars]
     columns: list[Column] = [("epoch", lambda r: r["epoch"]), ("train acc %", lambda r: pct(r.get("train_acc"))),
-                             ("val acc %", lambda r: pct(r.get("val_acc"))), ("val loss", lambda r: fixed(r.get("val_loss"), 4)),
+                             ("val acc %", lambda r: pct(r.get("val_acc"))),
+                             ("val loss", lambda r: fixed(r.get("val_loss"), 4)),
                              ("test acc %", lambda r: pct(r.get("test_acc")))]
     if analysis is not None:
         columns += [("I(X;F)", lambda r: fixed(r["ixf"])), ("I(Y;F)", lambda r: fixed(r["iyf"])),
@@ -204,7 +205,8 @@ def render_run(folder: Path) -> str:
     data = (cfg.get("data") or {}).get("spec") if isinstance(cfg, dict) else None
     parts = _run_parts(folder, str(manifest.get("model", "model")), f"ckptkd analyze {folder}")
     parts.append(_config_section(folder / "config.yaml", "configuration (config.yaml)"))
-    subtitle = f"ckptkd {manifest.get('kind', 'train')} run of {manifest.get('model')}" + (f" on {data}" if data else "")
+    subtitle = (f"ckptkd {manifest.get('kind', 'train')} run of {manifest.get('model')}"
+                + (f" on {data}" if data else ""))
     return page(f"ckptkd report: {folder.name or folder}", subtitle, parts)
 
 
@@ -231,7 +233,8 @@ def render_pipeline(folder: Path) -> str:
                       ("data", (cfg.get("data") or {}).get("spec")), ("seed", cfg.get("seed")),
                       ("selection", f"policy {(cfg.get('select') or {}).get('policy')}, "
                                     f"k {(cfg.get('select') or {}).get('k')}"),
-                      ("KD", f"T {(cfg.get('kd') or {}).get('temperature')}, alpha {(cfg.get('kd') or {}).get('alpha')}"),
+                      ("KD", f"T {(cfg.get('kd') or {}).get('temperature')}, "
+                             f"alpha {(cfg.get('kd') or {}).get('alpha')}"),
                       ("status", doc.get("status"))])]
     rows = doc.get("rows") or []
     if rows:
@@ -306,12 +309,13 @@ def _study_tables() -> dict:
             [("teacher", "teacher"), ("epoch", "epoch"), ("teacher acc", "teacher_acc"), ("student acc", "student"),
              ("Δ vs full teacher's student", "delta_vs_full")])),
         "ensembles": ("Full ensemble vs snapshot ensembles (the paper's Table 2) and trajectory averages", cols(
-            [("teacher", "ensemble"), ("epochs", "epochs"), ("ensemble acc", "ensemble_acc"), ("student acc", "student")])),
-        "selection": ("Selection: which checkpoint each policy picks (regret = best checkpoint's student − the pick's; "
-                      "cost in full distillations)", cols(SELECTION_COLUMNS)),
-        "terms": ("Information terms and the test-accuracy oracle, as rules (for reading; no policy reads the test split)",
-                  cols([("rule", "rule"), ("epoch", "epoch"), ("student acc", "student"), ("regret", "regret"),
-                        ("Spearman ρ (score vs student)", "spearman")])),
+            [("teacher", "ensemble"), ("epochs", "epochs"), ("ensemble acc", "ensemble_acc"),
+             ("student acc", "student")])),
+        "selection": ("Selection: which checkpoint each policy picks (regret = best checkpoint's student "
+                      "− the pick's; cost in full distillations)", cols(SELECTION_COLUMNS)),
+        "terms": ("Information terms and the test-accuracy oracle, as rules (for reading; no policy reads the "
+                  "test split)", cols([("rule", "rule"), ("epoch", "epoch"), ("student acc", "student"),
+                                       ("regret", "regret"), ("Spearman ρ (score vs student)", "spearman")])),
         "checkpoints": ("Every checkpoint of the trajectory", cols(
             [("epoch", "epoch"), ("teacher train acc", "teacher_train_acc"), ("teacher val acc", "teacher_val_acc"),
              ("teacher test acc", "teacher_acc"), ("I(X;F)", "ixf"), ("I(Y;F)", "iyf"), ("score", "score"),
@@ -333,8 +337,8 @@ def render_study(folder: Path) -> str:
 
 def _study_page(results: dict) -> str:
     from ..config import SelectConfig
-    from .study import (checkpoint_rows, describe, method_label, plot_study, table_ensembles, table_intermediate, table_selection,
-                        table_terms, verdict_line, verdicts)
+    from .study import (checkpoint_rows, describe, method_label, plot_study, table_ensembles, table_intermediate,
+                        table_selection, table_terms, verdict_line, verdicts)
 
     cfg = results["config"]
     tables = {"intermediate": table_intermediate(results), "ensembles": table_ensembles(results),

@@ -265,7 +265,8 @@ def verdict_line(v: dict) -> str:
     if not v["measured"]:
         return f"Policy {v['policy']} was not measured in this study."
     return (f"Targets for {v['policy']} (pick: epoch {v['epoch']}): regret {100 * v['regret']:+.2f} vs seed noise "
-            f"{100 * v['seed_noise']:.2f} → {'within' if v['within_noise_of_best'] else 'NOT within'} noise of the best; "
+            f"{100 * v['seed_noise']:.2f} → {'within' if v['within_noise_of_best'] else 'NOT within'} "
+            "noise of the best; "
             f"vs last {100 * v['vs_last']:+.2f} → {'not worse' if v['not_worse_than_last'] else 'WORSE'}; "
             f"Spearman ρ = {v['spearman']:.2f}; cost {v['cost']:.2f} of one distillation.")
 
@@ -280,7 +281,8 @@ def render_markdown(results: dict) -> str:
         "in %, mean ± std.",
         "", f"*Full teacher vs intermediate teacher* {by}", "",
         _md(table_intermediate(results), [("teacher", "teacher"), ("epoch", "epoch"), ("teacher acc", "teacher_acc"),
-                                          ("student acc", "student"), ("Δ vs full teacher's student", "delta_vs_full")]),
+                                          ("student acc", "student"),
+                                          ("Δ vs full teacher's student", "delta_vs_full")]),
         "", f"*Full ensemble vs snapshot ensembles and trajectory averages* {by}", "",
         _md(table_ensembles(results), [("teacher", "ensemble"), ("epochs", "epochs"), ("ensemble acc", "ensemble_acc"),
                                        ("student acc", "student")]),

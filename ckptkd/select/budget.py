@@ -46,12 +46,13 @@ def spend_of(parts: Sequence[str], ckpts: Sequence[Checkpoint], ctx: "SelectionC
 def check_budget(parts: Sequence[str], ckpts: Sequence[Checkpoint], ctx: "SelectionContext | None",
                  budget: float | None = None) -> Spend:
     """Refuse, before anything is spent, a selection that would spend more than ``budget``
-    (default: the context's); returns what it will spend."""
+    (default: the context's); returns what it will spend. The fix names the context's
+    ``budget_key`` (``select.budget`` for select and run, a study's top-level ``budget``)."""
     budget = getattr(ctx, "budget", DEFAULT_BUDGET) if budget is None else budget
     need = spend_of(parts, ckpts, ctx)
     if rounded(need.distillations) > rounded(budget) + 1e-9:
         name = "policy " + "+".join(parts) if len(parts) == 1 else "policies " + "+".join(parts)
-        fix = f"raise --budget (select.budget) to {need.distillations:.2f} or more"
+        fix = f"raise --budget ({getattr(ctx, 'budget_key', 'select.budget')}) to {need.distillations:.2f} or more"
         raise CkptkdError(f"{name} would spend {need.distillations:.2f} distillations ({need.how}) and the budget is "
                           f"{budget:.2f}; {fix}" + (f", or {need.cheaper}" if need.cheaper else ""))
     return need

@@ -42,11 +42,13 @@ class SelectionContext:
     """The data (train and val; never test), the device, the cache ``folder``, the analysis
     settings ``info``, the ``student``/``kd`` and ``proxy`` settings of policy ``proxy``
     (whose student is initialised with ``seed + proxy.seed``), and the ``budget`` in full
-    distillations that the policies and the verdict may spend (``ckptkd.select.budget``)."""
+    distillations that the policies and the verdict may spend (``ckptkd.select.budget``);
+    ``budget_key`` names where that budget is set, for the refusal of a policy over it."""
 
     def __init__(self, data: Dataset, *, device="cpu", folder: str | Path | None = None,
                  info: InfoConfig = InfoConfig(), student: StageConfig | None = None, kd: KDConfig | None = None,
-                 proxy: ProxyConfig = ProxyConfig(), progress: bool = False, seed: int = 0, budget: float = 1.0):
+                 proxy: ProxyConfig = ProxyConfig(), progress: bool = False, seed: int = 0, budget: float = 1.0,
+                 budget_key: str = "select.budget"):
         from .budget import check_budget_value
         from .trainset import TrainOutputs
 
@@ -54,7 +56,7 @@ class SelectionContext:
         self.folder = Path(folder) if folder is not None else None
         self.student, self.kd, self.proxy_cfg = student, kd, proxy
         self.progress, self.seed = progress, seed
-        self.budget = check_budget_value(budget, "budget")
+        self.budget, self.budget_key = check_budget_value(budget, "budget"), budget_key
         self._memory: dict[str, dict] = {}  # the cache when there is no folder
         self._analyses: dict[str, list[dict]] = {}
         self._train = TrainOutputs(data, self.folder, device)
@@ -62,7 +64,8 @@ class SelectionContext:
     @classmethod
     def from_config(cls, data: Dataset, folder: str | Path | None, *, select: SelectConfig | None = None,
                     info: InfoConfig | None = None, student: StageConfig | None = None, kd: KDConfig | None = None,
-                    seed: int = 0, device="cpu", progress: bool = False) -> "SelectionContext":
+                    seed: int = 0, device="cpu", progress: bool = False,
+                    budget_key: str = "select.budget") -> "SelectionContext":
         """The one place a selection is put together, from config sections: the pipeline
         (``cfg.select``, ``cfg.info``, ...), ``ckptkd select`` (its flags and --config) and a
         study (``ckptkd.study.runner.selection_context``) all call it. A new selection input
@@ -71,10 +74,12 @@ class SelectionContext:
         ``student``/``kd`` None: no proxy student can be trained (policy proxy refuses, naming
         the flags that give one); ``seed`` is the run's seed (a proxy student starts from
         ``seed + select.proxy.seed``); ``select.budget`` is what the policies and the verdict
-        may spend, in full distillations (``ckptkd.select.budget``)."""
+        may spend, in full distillations (``ckptkd.select.budget``), and ``budget_key`` where the
+        user sets it (a study: its top-level ``budget``)."""
         select = select or SelectConfig()
         return SelectionContext(data, device=device, folder=folder, info=info or InfoConfig(), student=student,
-                                kd=kd, proxy=select.proxy, progress=progress, seed=seed, budget=select.budget)
+                                kd=kd, proxy=select.proxy, progress=progress, seed=seed, budget=select.budget,
+                                budget_key=budget_key)
 
     # ------------------------------------------------------------ inputs
 

@@ -17,6 +17,11 @@ that is, only when no KD is ahead by more than one standard error. One SE is the
 distilling only on evidence beyond the noise the seeds show. m is 3 pairs (the studies'
 count of student seeds) when the budget allows, else 2 (the fewest with a standard error).
 
+Pair 0's KD proxy of a single teacher is the ``proxy`` policy's own record (the context's
+``select.proxy``, seed + 0): when that policy picked the teacher it has trained it already,
+and the verdict neither spends nor counts it again (``reused_by``); its ``spent`` is what it
+adds to the policy's spend, so the two together are what was trained.
+
 Without that evidence (no context: a ``select`` policy of the epochs alone; no student
 settings, no validation split, under torchrun, or a budget that does not cover two pairs) the
 verdict is "distil", and the reason says that no KD was not compared and what would compare
@@ -36,6 +41,7 @@ if TYPE_CHECKING:
     from .context import SelectionContext
 
 MAX_PAIRS, MIN_PAIRS = 3, 2
+PAIR_0_POLICY = "proxy"  # scores every candidate with ctx.proxy(c) under ctx.proxy_cfg: pair 0's KD proxy
 
 
 def _not_compared(teacher: list[int], why: str, fix: str) -> dict:
@@ -50,11 +56,25 @@ def pair_cost(ckpts: Sequence[Checkpoint], ctx: "SelectionContext") -> float:
     return 2 * proxy_spend(ckpts[:1], ctx, ctx.proxy_cfg, "").distillations
 
 
+def reused_by(parts: Sequence[str], chosen: Sequence[Checkpoint]) -> bool:
+    """Whether the policy of ``parts`` (a union's parts, or one policy) that picked ``chosen``
+    has trained pair 0's KD proxy already: ``proxy`` distils one proxy from every candidate,
+    so from a single chosen checkpoint too (an ensemble's KD proxy is the verdict's own)."""
+    return len(chosen) == 1 and PAIR_0_POLICY in parts
+
+
+def verdict_spend(pairs: int, cost: float, reused: bool) -> float:
+    """What ``pairs`` pairs of ``cost`` each add to the selection's spend: one KD proxy less
+    when the policy trained pair 0's."""
+    return pairs * cost - (cost / 2 if reused and pairs > 0 else 0.0)
+
+
 def pairs_to_train(ckpts: Sequence[Checkpoint], ctx: "SelectionContext | None",
-                   spent: float = 0.0) -> tuple[int, tuple[str, str] | None]:
+                   spent: float = 0.0, reused: bool = False) -> tuple[int, tuple[str, str] | None]:
     """How many proxy pairs the verdict will train for a pick among ``ckpts`` (a pair costs the
-    same whichever checkpoint teaches), or 0 and (why not, what would compare it). Known
-    before anything is spent, so that ``select`` can refuse a flag that would set nothing."""
+    same whichever checkpoint teaches), or 0 and (why not, what would compare it); ``reused``:
+    the policy trained pair 0's KD proxy (``reused_by``). Known before anything is spent, so
+    that ``select`` can refuse a flag that would set nothing."""
     from .. import parallel
 
     if ctx is None:  # ckptkd select under last, halfway or explicit: no data is loaded
@@ -70,19 +90,24 @@ def pairs_to_train(ckpts: Sequence[Checkpoint], ctx: "SelectionContext | None",
         return 0, ("proxy students do not run under torchrun", "run ckptkd select in one process to compare it")
     left = ctx.budget - spent
     cost = pair_cost(ckpts, ctx)
-    pairs = min(MAX_PAIRS, int((left + PRECISION / 2) // cost)) if cost > 0 else MAX_PAIRS
+    kept = cost / 2 if reused else 0.0  # the policy's KD proxy of pair 0 costs nothing more
+    pairs = min(MAX_PAIRS, int((left + kept + PRECISION / 2) // cost)) if cost > 0 else MAX_PAIRS
     if pairs < MIN_PAIRS:
-        need = spent + MIN_PAIRS * cost
-        return 0, (f"{MIN_PAIRS} paired proxy seeds would spend {MIN_PAIRS * cost:.2f} distillations and the budget "
-                   f"leaves {max(0.0, left):.2f}", f"raise --budget to {rounded(need):.2f} or more to compare it")
+        two = verdict_spend(MIN_PAIRS, cost, reused)
+        return 0, (f"{MIN_PAIRS} paired proxy seeds would spend {two:.2f} distillations and the budget leaves "
+                   f"{max(0.0, left):.2f}", f"raise --budget to {rounded(spent + two):.2f} or more to compare it")
     return pairs, None
 
 
-def recommend(chosen: Sequence[Checkpoint], ctx: "SelectionContext | None", spent: float = 0.0) -> dict:
+def recommend(chosen: Sequence[Checkpoint], ctx: "SelectionContext | None", spent: float = 0.0,
+              parts: Sequence[str] = ()) -> dict:
     """The verdict for the teacher ``chosen``, spending at most the context's budget less
-    ``spent`` (what the selection itself declared)."""
+    ``spent`` (what the selection itself declared); ``parts``: the policy that picked it (a
+    union's parts), whose own proxy students are not counted again. The result's ``spent`` is
+    what the verdict adds."""
     teacher = [c.epoch for c in chosen]
-    pairs, why_not = pairs_to_train(chosen, ctx, spent)
+    reused = reused_by(parts, chosen)
+    pairs, why_not = pairs_to_train(chosen, ctx, spent, reused)
     if why_not is not None:
         return _not_compared(teacher, *why_not)
     kd_acc, nokd_acc = [], []
@@ -90,7 +115,7 @@ def recommend(chosen: Sequence[Checkpoint], ctx: "SelectionContext | None", spen
         cfg = dataclasses.replace(ctx.proxy_cfg, seed=ctx.proxy_cfg.seed + j)
         kd_acc.append(kd_proxy(chosen, ctx, cfg)["val_acc"])
         nokd_acc.append(nokd_proxy(ctx, cfg)["val_acc"])
-    return judge(teacher, kd_acc, nokd_acc, pairs * pair_cost(chosen, ctx))
+    return judge(teacher, kd_acc, nokd_acc, verdict_spend(pairs, pair_cost(chosen, ctx), reused))
 
 
 def judge(teacher: list[int], kd_acc: Sequence[float], nokd_acc: Sequence[float], spent: float) -> dict:

@@ -35,6 +35,8 @@ from .invocations import Invocation, invocations
 from .lock import NAME as LOCK, StudyLock
 from .shipping import install_cell
 
+STUDY_BUDGET_KEY = "the study's top-level budget"  # what a policy over it is told to raise
+
 
 def teacher_cells(cfg: StudyConfig) -> list[Cell]:
     return [Cell(f"teacher/seed{s}", "teacher", s, "teacher") for s in cfg.teacher_seeds]
@@ -82,7 +84,8 @@ def selection_context(cfg: StudyConfig, root: Path, device="cpu", *, proxy=None,
     the study's for one ``budget_sweep`` point."""
     select = SelectConfig(proxy=proxy or cfg.proxy, budget=cfg.budget if budget is None else budget)
     return SelectionContext.from_config(_data(cfg.data), root / "selection", select=select, info=cfg.info,
-                                        student=cfg.student, kd=cfg.kd, seed=0, device=device)
+                                        student=cfg.student, kd=cfg.kd, seed=0, device=device,
+                                        budget_key=STUDY_BUDGET_KEY)
 
 
 def selection(cfg: StudyConfig, root: Path, trajectory: list, device: str) -> dict[str, dict]:
@@ -154,7 +157,7 @@ def study_verdict(cfg: StudyConfig, root: Path, trajectory: list, device: str, p
         return {"policy": policy, "error": record.get("error", f"policy {policy} was not measured")}
     chosen = [c for c in trajectory if c.epoch in record["pick"]]
     ctx = selection_context(cfg, root, device)
-    return {"policy": policy, **recommend(chosen, ctx, spent=record.get("distillations", 0.0))}
+    return {"policy": policy, **recommend(chosen, ctx, spent=record.get("distillations", 0.0), parts=[policy])}
 
 
 def student_cells(cfg: StudyConfig, root: Path, picks: dict[str, dict]) -> list[Cell]:

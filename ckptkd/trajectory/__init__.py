@@ -53,7 +53,8 @@ def open_checkpoint(path: str | Path, model: str | None = None) -> Checkpoint:
     """One checkpoint file: our safetensors (its sidecar names the model) or a foreign file."""
     path = Path(path)
     if path.is_dir():
-        raise CkptkdError(f"{str(path)!r} is a folder; give a checkpoint file (e.g. RUN/checkpoints/epoch_0030.safetensors)")
+        raise CkptkdError(f"{str(path)!r} is a folder; give a checkpoint file "
+                          "(e.g. RUN/checkpoints/epoch_0030.safetensors)")
     if not path.exists():
         raise CkptkdError(f"checkpoint {str(path)!r} does not exist")
     if path.suffix == ".safetensors":
@@ -105,7 +106,8 @@ def state_dict_of(ckpt: Checkpoint) -> dict[str, torch.Tensor]:
     return read_torch_state_dict(ckpt.path)
 
 
-def load_model(ckpt: Checkpoint, num_classes: int, in_shape: tuple[int, ...], fingerprint: str | None = None) -> nn.Module:
+def load_model(ckpt: Checkpoint, num_classes: int, in_shape: tuple[int, ...],
+               fingerprint: str | None = None) -> nn.Module:
     """Build ``ckpt.model`` and load the checkpoint's weights into it, in eval mode.
 
     ``in_shape`` and ``fingerprint`` are the data's, checked by ``check_trained_on``.

@@ -267,8 +267,9 @@ def checkpoint_of(weights: Path, sidecar: dict, manifest: dict | None = None, mo
     they held the input shape and data) comes from its run's manifest, when there is one."""
     known = {**(manifest or {}), **sidecar}
     shape = known.get("in_shape")
-    return Checkpoint(weights, int(sidecar.get("epoch", 0)), sidecar, model or known.get("model"), sidecar.get("sha256"),
-                      tuple(int(s) for s in shape) if shape is not None else None, known.get("data_fingerprint"))
+    return Checkpoint(weights, int(sidecar.get("epoch", 0)), sidecar, model or known.get("model"),
+                      sidecar.get("sha256"), tuple(int(s) for s in shape) if shape is not None else None,
+                      known.get("data_fingerprint"))
 
 
 def _aside(path: Path, what: str) -> Path:

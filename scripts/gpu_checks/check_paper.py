@@ -59,7 +59,8 @@ def check_paper(ctx: Context, fig: dict) -> tuple[bool, str]:
         cli("distill", "--data", spec, *[a for c in chosen for a in ("--teacher", c["path"])], "--model",
             p.paper_student, "--epochs", str(p.paper_student_epochs), "--batch-size", str(BATCH), "--device",
             dev.type, "--out", str(out), "--quiet")
-        fig["policies"][policy] = {"epochs": [c["epoch"] for c in chosen], "student_acc": Run(out).metrics()[-1]["test_acc"],
+        fig["policies"][policy] = {"epochs": [c["epoch"] for c in chosen],
+                                   "student_acc": Run(out).metrics()[-1]["test_acc"],
                                    "seconds": round(time.perf_counter() - t0, 1)}
         fig["finished"].append(f"distill {policy}")
     done = {k: v for k, v in fig["policies"].items() if "student_acc" in v}

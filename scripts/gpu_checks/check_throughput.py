@@ -60,7 +60,8 @@ def check_throughput(ctx: Context, fig: dict) -> tuple[bool, str]:
     fig.update(teacher=p.bench_teacher, student=p.bench_student, n_train=n, n_test=len(data.x_test), batch=BATCH,
                epochs_per_side=p.bench_epochs, rounds=p.bench_rounds, clock="wall")
     # 1. one teacher: CE, KD reading the cache, KD recomputing the teacher (bench_distill's duels)
-    args = types.SimpleNamespace(student=p.bench_student, epochs=p.bench_epochs, batch_size=BATCH, rounds=p.bench_rounds)
+    args = types.SimpleNamespace(student=p.bench_student, epochs=p.bench_epochs, batch_size=BATCH,
+                                 rounds=p.bench_rounds)
     with tempfile.TemporaryDirectory(dir=ctx.work) as tmp, on_device(bench_distill, dev):
         ckpts = bench_distill.teacher_checkpoints(Path(tmp) / "teacher", data, p.bench_teacher, 1, 1)
         r = bench_distill.bench(data, ckpts, args, Path(tmp) / "cache")

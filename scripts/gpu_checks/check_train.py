@@ -53,7 +53,8 @@ def check_train(ctx: Context, fig: dict) -> tuple[bool, str]:
     fig["inside"] = {"channels_last": sorted(seen["channels_last"]), "dtype": sorted(seen["dtype"]),
                      "expected_channels_last": want_cl, "expected_dtype": want_dtype}
     ok = (fig["cli"]["complete"] and fig["cli"]["checkpoints"] == p.train_epochs
-          and math.isfinite(last["train_loss"]) and seen["channels_last"] == {want_cl} and seen["dtype"] == {want_dtype})
+          and math.isfinite(last["train_loss"]) and seen["channels_last"] == {want_cl}
+          and seen["dtype"] == {want_dtype})
     return ok, (f"ckptkd train {p.teacher}: {last['samples_per_s']:.0f} samples/s, test acc {pct(last['test_acc'])}; "
                 f"fit ran {'/'.join(sorted(seen['dtype']))}, channels_last {sorted(seen['channels_last'])} "
                 f"(expected {want_dtype}, [{want_cl}])")
@@ -89,7 +90,8 @@ def check_torchrun(ctx: Context, fig: dict) -> tuple[bool, str]:
         t0 = time.perf_counter()
         ctx.subprocess([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(n),
                         "-m", "ckptkd", "train", "--data", ctx.spec("small"), "--model", p.teacher,
-                        "--epochs", "1", "--batch-size", str(BATCH), "--device", dev.type, "--out", str(out), "--quiet"])
+                        "--epochs", "1", "--batch-size", str(BATCH), "--device", dev.type, "--out", str(out),
+                        "--quiet"])
         run = Run(out)
         fig["runs"][n] = {"complete": run.complete, "test_acc": run.metrics()[-1]["test_acc"],
                           "wall_s": round(time.perf_counter() - t0, 1)}
@@ -99,5 +101,6 @@ def check_torchrun(ctx: Context, fig: dict) -> tuple[bool, str]:
                                  "parallel.wrap neither converts BatchNorm nor wraps in DDP (and SyncBatchNorm "
                                  "is plain BatchNorm in a world of one); it needs 2 GPUs")
     ok = all(r["complete"] for r in fig["runs"].values())
-    return ok, (", ".join(f"nproc {n}: test acc {pct(r['test_acc'])} in {r['wall_s']:.0f} s" for n, r in fig["runs"].items())
+    return ok, (", ".join(f"nproc {n}: test acc {pct(r['test_acc'])} in {r['wall_s']:.0f} s"
+                          for n, r in fig["runs"].items())
                 + f"; SyncBatchNorm {'ran' if len(procs) > 1 else 'not exercised (one process)'}")

@@ -87,7 +87,8 @@ class Context:
             # torchrun ends with its own summary: name the child's exception, and keep the tail
             errors = [line for line in lines if "Error" in line or "error:" in line]
             tail = "\n".join(lines[-25:])
-            raise RuntimeError(f"{' '.join(cmd[1:4])} ... exited {proc.returncode}: {(errors or lines)[-1].strip()}\n{tail}")
+            raise RuntimeError(f"{' '.join(cmd[1:4])} ... exited {proc.returncode}: "
+                               f"{(errors or lines)[-1].strip()}\n{tail}")
         return proc
 
 

@@ -21,7 +21,8 @@ def _get(checks: dict, name: str, *path):
 
 def _agreement(kind: str):
     def fmt(c):
-        return f"{pct(_get(c, 'cpu_vs_cuda', kind, 'argmax_agreement'))}, {_get(c, 'cpu_vs_cuda', kind, 'max_abs_diff'):.1e}"
+        return (f"{pct(_get(c, 'cpu_vs_cuda', kind, 'argmax_agreement'))}, "
+                f"{_get(c, 'cpu_vs_cuda', kind, 'max_abs_diff'):.1e}")
     return fmt
 
 
@@ -32,7 +33,8 @@ def _ens(k: int, what: str):
             return ", ".join(f"batch {key[9:]}: {v['loop_ms']:.1f} / {v['vmap_ms']:.1f} ms, **{v['vmap/loop']:.2f}**"
                              for key, v in e.items() if key.startswith("forward_b"))
         r = e["kd_recompute"]
-        return f"{r['loop_samples_per_s']:.0f} / {r['vmap_samples_per_s']:.0f}, time vmap/loop **{r['vmap/loop_time']:.2f}**"
+        return (f"{r['loop_samples_per_s']:.0f} / {r['vmap_samples_per_s']:.0f}, "
+                f"time vmap/loop **{r['vmap/loop_time']:.2f}**")
     return fmt
 
 
@@ -55,7 +57,8 @@ DOC_ROWS = [
     ("cache", "cache build on the GPU (4 checkpoints): seconds",
      lambda c: f"{_get(c, 'cache', 'build_s'):.2f}"),
     ("cache", "cached targets vs the loop's bf16 teacher: max / mean abs diff",
-     lambda c: f"{_get(c, 'cache', 'targets', 'max_abs_diff'):.1e} / {_get(c, 'cache', 'targets', 'mean_abs_diff'):.1e}"),
+     lambda c: (f"{_get(c, 'cache', 'targets', 'max_abs_diff'):.1e} / "
+                f"{_get(c, 'cache', 'targets', 'mean_abs_diff'):.1e}")),
     ("cache", "cached student rebuilt bit for bit (deterministic); identical to the no-cache student",
      lambda c: f"{_get(c, 'cache', 'rerun_identical')}; {_get(c, 'cache', 'vs_no_cache_identical')}"),
     ("compile", "`compile: true` resnet8: steps, samples/s compiled / eager (last epoch)",
@@ -111,7 +114,8 @@ def write_docs(json_path: Path, docs: Path) -> int:
     except (OSError, ValueError) as e:
         print(f"gpu_check: error: cannot read {json_path} ({first_line(e)})", file=sys.stderr)
         return 2
-    if report.get("format") != FORMAT or report.get("device") != "cuda" or report.get("profile", {}).get("name") != "full":
+    if (report.get("format") != FORMAT or report.get("device") != "cuda"
+            or report.get("profile", {}).get("name") != "full"):
         print(f"gpu_check: error: {json_path} is not a gpu_check.json of a full CUDA run (device "
               f"{report.get('device')!r}, profile {report.get('profile', {}).get('name')!r}); the GPU table takes "
               "those figures only", file=sys.stderr)

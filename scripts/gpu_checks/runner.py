@@ -66,7 +66,8 @@ def run_check(name: str, fn, ctx: Context, report: Report) -> dict:
     except Interrupted:
         entry["seconds"] = round(time.perf_counter() - t0, 1)
         if name == "paper" and entry["figures"].get("finished"):
-            entry["status"], entry["summary"] = "partial", f"stopped at the time limit after {entry['figures']['finished']}"
+            entry["status"], entry["summary"] = (
+                "partial", f"stopped at the time limit after {entry['figures']['finished']}")
         else:
             entry["error"] = entry["summary"] = "interrupted at the time limit"
         report.save()

@@ -12,5 +12,6 @@ batch size is refused at export, rather than captured for one branch.
 """
 from __future__ import annotations
 
-from .base import FORMATS, CannotExport, Format, get_format, need, program, quiet_exporter, register_format  # noqa: F401
+from .base import (FORMATS, CannotExport, Format, get_format, need, program, quiet_exporter,  # noqa: F401
+                   register_format)
 from . import onnx, pt2, torchscript  # noqa: E402,F401  (registers them, in this order)

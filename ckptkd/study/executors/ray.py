@@ -20,7 +20,9 @@ OSDI) schedules the tasks; this module only says what each needs and moves the v
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import sys
 
 import torch
 
@@ -31,6 +33,18 @@ from .base import Executor, register_executor
 MAX_RETRIES = 3  # per cell, for lost workers and nodes only
 CONNECT_TIMEOUT_S = 3.0
 INSTALL = "pip install 'ckptkd[ray]'"
+
+
+def _token_auth_for_a_local_head() -> None:
+    """Ask, before Ray is imported, for the token authentication that Ray 2.59+ turns on by
+    default for a local ``ray.init()`` (it makes and keeps a token in ~/.ray/auth_token), so
+    Ray does not warn at every start that it chose it: Ray's documented switch is the
+    environment variable ``RAY_AUTH_MODE`` set before the cluster starts
+    (https://docs.ray.io/en/latest/ray-security/token-auth.html). Ray reads it when it is
+    imported, so a process that imported Ray already keeps Ray's default and its notice; a
+    user's own ``RAY_AUTH_MODE`` (``disabled`` too) is left as it is."""
+    if "ray" not in sys.modules:
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
 
 
 def _cell_on_worker(spec: dict, data_box: list | None, *teachers: dict) -> dict:
@@ -51,6 +65,8 @@ class RayExecutor(Executor):
         if jobs != 1:
             raise CkptkdError(f"--jobs {jobs} does not apply to --executor ray: Ray runs as many cells at once as "
                               "the cluster has CPUs for (resources.num_cpus per cell); leave --jobs out")
+        if address is None:
+            _token_auth_for_a_local_head()
         try:
             import ray  # noqa: F401
         except ImportError:
