@@ -125,3 +125,18 @@ def test_the_vote_is_computed_once_per_training_data(monkeypatch):
     policy.scores(_ckpts([1, 2, 3]), ctx)
     policy.cost_s(_ckpts([1, 2, 3]), ctx)
     assert calls == [1]
+
+
+def test_the_vote_is_kept_on_disk_so_its_cost_reads_the_same_when_read_back(tmp_path, monkeypatch):
+    logits = {1: _logits(TRUE), 2: _logits(LABELS), 3: _logits(LABELS)}
+    first = FakeCtx(logits, {e: _flat_nll(0.5) for e in (1, 2, 3)}, fingerprint="band-disk")
+    first.folder = tmp_path
+    computed = neighbour_band.votes_of(first)
+    assert len(list((tmp_path / neighbour_band.FOLDER_NAME).glob("*.safetensors"))) == 1
+    monkeypatch.setattr(neighbour_band, "neighbour_vote", lambda *a, **k: pytest.fail("the vote was computed again"))
+    again = FakeCtx(logits, first.val_nll, fingerprint="band-disk")
+    again.folder = tmp_path
+    read = neighbour_band.votes_of(again)
+    assert read["wall_s"] == computed["wall_s"] and torch.equal(read["labels"], computed["labels"])
+    policy = get_policy("val-nll-knn")
+    assert policy.cost_s(_ckpts([1, 2, 3]), again) == policy.cost_s(_ckpts([1, 2, 3]), first)

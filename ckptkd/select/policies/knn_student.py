@@ -9,17 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import time
-import weakref
-from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save as save_safetensors
 
 from ...config import KDConfig
-from ...io import atomic_write
 from ..base import Policy, register
+from ..records import tensor_record
 from ..trainset import one_se_scores
 
 CHUNK_ELEMENTS = 1 << 25  # distances (float32) held at once: 128 MB, whatever the split sizes
@@ -27,10 +22,7 @@ FOLDER_NAME = "knn-neighbours"  # in the context's cache folder, next to train-o
 VERSION = 1  # a change to the feature space or the metric gets a new key, never a stale record
 
 # The neighbours depend on the inputs alone, so each context finds them once, for every
-# checkpoint and every call (scores, cost_s, evidence): in memory per context, and on disk in
-# FOLDER/knn-neighbours/ when the context has a folder, with the wall time they took, so the
-# cost is the same whether they were computed now or read back.
-_NEIGHBOURS: "weakref.WeakKeyDictionary[object, dict]" = weakref.WeakKeyDictionary()
+# checkpoint and every call (scores, cost_s, evidence): ``ckptkd.select.records``.
 
 
 def default_k(n_train: int) -> int:
@@ -115,43 +107,17 @@ def neighbours_key(fingerprint: str | None, k: int, n_train: int, n_val: int) ->
 
 
 def neighbours(ctx, k: int | None = None) -> dict:
-    """{"index": (N_val, k), "k", "wall_s"}: the validation inputs' nearest training inputs,
-    found once per context, data fingerprint and k (read back from the context's folder when
-    an earlier context computed them)."""
+    """{"index": (N_val, k), "k", "wall_s"}: the validation inputs' nearest training inputs, found
+    once per context, data fingerprint and k, and kept in FOLDER/knn-neighbours/
+    (``ckptkd.select.records``)."""
     data = ctx.data
     n_train, n_val = len(data.y_train), len(data.y_val)
     k = default_k(n_train) if k is None else max(1, min(int(k), n_train))
-    memo = _NEIGHBOURS.setdefault(ctx, {})
     key = neighbours_key(getattr(data, "fingerprint", None), k, n_train, n_val)
-    if key not in memo:
-        folder = getattr(ctx, "folder", None)
-        path = Path(folder) / FOLDER_NAME / f"{key}.safetensors" if folder is not None else None
-        record = _read(path, (n_val, k))
-        if record is None:
-            t0 = time.perf_counter()
-            index = nearest_training_inputs(data.x_train, data.x_val, k, getattr(ctx, "device", "cpu"))
-            record = {"index": index, "k": k, "wall_s": time.perf_counter() - t0}
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                atomic_write(path, save_safetensors({"index": index.contiguous()},
-                                                    metadata={"wall_s": repr(record["wall_s"]), "k": str(k)}))
-        memo[key] = record
-    return memo[key]
-
-
-def _read(path: Path | None, shape: tuple[int, int]) -> dict | None:
-    """A stored neighbours record, or None when absent, damaged or of another shape (then it is
-    computed again: a lost speed-up, not an error)."""
-    if path is None or not path.exists():
-        return None
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta, index = f.metadata() or {}, f.get_tensor("index")
-        if tuple(index.shape) != shape:
-            return None
-        return {"index": index, "k": int(meta["k"]), "wall_s": float(meta["wall_s"])}
-    except (OSError, KeyError, ValueError, SafetensorError):
-        return None
+    return {"k": k, **tensor_record(
+        ctx, FOLDER_NAME, key,
+        lambda: {"index": nearest_training_inputs(data.x_train, data.x_val, k, getattr(ctx, "device", "cpu"))},
+        valid=lambda t: tuple(t["index"].shape) == (n_val, k))}
 
 
 @register

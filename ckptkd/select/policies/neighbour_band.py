@@ -6,12 +6,14 @@ never the test split.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
-import time
 
 import torch
 
 from ..base import Policy, register
+from ..records import tensor_record
 from ..trainset import one_se_scores
 from .validation import nll_margins
 
@@ -54,19 +56,28 @@ def query_indices(y: torch.Tensor, seed: int = 0) -> torch.Tensor:
     return probe_indices(y, MAX_QUERIES, seed)
 
 
-_VOTES: dict[tuple, dict] = {}  # per data fingerprint: the vote depends on the data alone
+FOLDER_NAME = "knn-vote"  # in the context's cache folder, next to train-outputs/
+VERSION = 1  # a change to the vote gets a new key, never a stale record
+
+
+def vote_key(fingerprint: str | None, n_train: int) -> str:
+    settings = {"n_train": n_train, "max_queries": MAX_QUERIES, "k": "ceil(sqrt(N))", "query_seed": 0,
+                "features": "raw, standardised on train", "metric": "euclidean", "version": VERSION}
+    return hashlib.sha256(json.dumps([FOLDER_NAME, fingerprint, settings], sort_keys=True).encode()).hexdigest()
 
 
 def votes_of(ctx) -> dict:
-    """{"queries", "labels", "wall_s"}, computed once per training data and kept in memory."""
+    """{"queries", "labels", "wall_s"}: the vote, computed once per training data and kept in
+    FOLDER/knn-vote/ (``ckptkd.select.records``), so its cost reads the same when read back."""
     data = ctx.data
-    key = (data.fingerprint, len(data.y_train), MAX_QUERIES)
-    if key not in _VOTES:
-        t0 = time.perf_counter()
+    n = min(len(data.y_train), MAX_QUERIES)
+
+    def compute() -> dict:
         queries = query_indices(data.y_train)
-        labels = neighbour_vote(data.x_train, data.y_train, data.num_classes, queries)
-        _VOTES[key] = {"queries": queries, "labels": labels, "wall_s": time.perf_counter() - t0}
-    return _VOTES[key]
+        return {"queries": queries, "labels": neighbour_vote(data.x_train, data.y_train, data.num_classes, queries)}
+
+    return tensor_record(ctx, FOLDER_NAME, vote_key(getattr(data, "fingerprint", None), len(data.y_train)), compute,
+                         valid=lambda t: len(t["queries"]) == len(t["labels"]) == n)
 
 
 def agreement(logits: torch.Tensor, votes: dict) -> torch.Tensor:
