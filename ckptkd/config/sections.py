@@ -152,10 +152,10 @@ class CellResources:
 
 @dataclass
 class SelectConfig:
-    # the default (val-nll at the KD temperature, its ties broken by the training-set outputs) is
-    # chosen for its worst case and judged on a pre-registered round (docs/selection.md);
-    # any registered policy (`ckptkd policies`), or a+b for the union of their picks
-    policy: str = "kd-nll-knn"
+    # the default is the rule with the best worst case over every study of docs/selection.md:
+    # no policy there beats the full teacher's, so it is `last` until one does on a round it has
+    # not seen; any registered policy (`ckptkd policies`), or a+b for the union of their picks
+    policy: str = "last"
     k: int = 1  # checkpoints each policy picks (a snapshot ensemble when > 1)
     min_spacing: int = 0  # with k > 1: minimum epochs between picked checkpoints
     checkpoints: list[int] = field(default_factory=list)  # policy explicit: epochs to use
