@@ -339,7 +339,7 @@ CASES: list[Case] = [
          ["distill", "--teacher", CKPT, "--data", "npz:flat.npz", "--model", "mlp_xs", "--out", "student", "--quiet"],
          SHAPE_ERROR, _npz("flat.npz", **FLAT)),
     Case("trajectory-other-shape", "`ckptkd select` of a run trained on inputs of another shape than the data's",
-         ["select", "run", "--data", "npz:flat.npz", "--quiet"],
+         ["select", "run", "--policy", "val-nll-1se", "--data", "npz:flat.npz", "--quiet"],
          SHAPE_ERROR.replace("0003", "0001"), _npz("flat.npz", **FLAT)),
     Case("model-disagrees", "`--model` naming another architecture than a ckptkd checkpoint's own",
          ["eval", CKPT, "--model", "mlp_s", "--data", "digits"],
@@ -634,8 +634,8 @@ CASES: list[Case] = [
          "unrecognized arguments: --seed 3; see ckptkd --help"),
     # flags that would have no effect in the case at hand (ckptkd/cli/flags.py)
     Case("select-seed-without-proxy", "`select --seed` (the proxy student's seed) with a policy that trains no "
-         "student", ["select", "run", "--seed", "3"],
-         "--seed has no effect here: it sets the proxy student, and policy kd-nll-knn trains none (only proxy, "
+         "student", ["select", "run", "--policy", "val-nll-1se", "--seed", "3"],
+         "--seed has no effect here: it sets the proxy student, and policy val-nll-1se trains none (only proxy, "
          "proxy-full do), nor does the verdict on distilling here (selection has no student settings); drop it"),
     Case("select-student-without-proxy", "`select --student-model` with a policy that trains no student, and no "
          "budget for the verdict's proxy students", ["select", "run", "--policy", "best-val", "--student-model",
@@ -673,12 +673,12 @@ CASES: list[Case] = [
          "--tau has no effect here: it is the softmax temperature of --features softmax and --estimator "
          "categorical, and this analysis uses --features penultimate with --estimator kde; drop it"),
     Case("run-checkpoints-without-explicit", "`run --checkpoints` with a policy other than explicit",
-         _run("--checkpoints", "2"),
-         "--checkpoints has no effect here: it lists the epochs of policy explicit, and policy kd-nll-knn chooses "
+         _run("--policy", "val-nll-1se", "--checkpoints", "2"),
+         "--checkpoints has no effect here: it lists the epochs of policy explicit, and policy val-nll-1se chooses "
          "its own; drop it"),
     Case("run-probe-without-analysis", "`run --probe-size` with a policy that reads no estimate",
-         _run("--probe-size", "50"),
-         "--probe-size has no effect here: policy kd-nll-knn reads no information estimate (only mi, mi-val, iyf, "
+         _run("--policy", "val-nll-1se", "--probe-size", "50"),
+         "--probe-size has no effect here: policy val-nll-1se reads no information estimate (only mi, mi-val, iyf, "
          "iyf-val do); drop it"),
     Case("milestones-without-multistep", "`--milestones` under the cosine schedule", _train("--milestones", "2"),
          "--milestones has no effect here: they are the epochs of the multistep schedule, and train.schedule is "
