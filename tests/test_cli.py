@@ -159,8 +159,8 @@ def test_analyze_and_select_a_folder_of_foreign_checkpoints(foreign_folder, caps
     assert code == 0 and "<- best" in out
     assert (foreign_folder / "analysis.json").exists()
 
-    code, out, _ = ckptkd(capsys, "select", foreign_folder, "--model", "mlp_xs", "--data", "digits", "--json",
-                          "-k", "2", "--quiet")
+    code, out, _ = ckptkd(capsys, "select", foreign_folder, "--policy", "val-nll-1se", "--model", "mlp_xs",
+                          "--data", "digits", "--json", "-k", "2", "--quiet")
     assert code == 0
     assert [c["epoch"] for c in json.loads(out)["chosen"]] == [1, 2]
 
