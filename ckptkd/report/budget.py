@@ -128,7 +128,8 @@ def default_targets(studies: list[dict], policy: str) -> dict:
     runs = measurements(studies).get(policy, [])
     ok = [m for m in runs if "error" not in m["row"]]
     done = {m["study"] for m in ok}
-    out = {"policy": policy, "studies": len(ok), "missing": [study_name(r) for r in studies if study_name(r) not in done]}
+    missing = [study_name(r) for r in studies if study_name(r) not in done]
+    out = {"policy": policy, "studies": len(ok), "missing": missing}
     if not ok:
         return {**out, "figures": []}
 

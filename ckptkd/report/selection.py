@@ -66,8 +66,8 @@ def targets_met(row: dict) -> list[str]:
 
 
 def render_summary(rows: list[dict]) -> str:
-    lines = ["| policy | mean regret | worst regret / noise | worst (pick − last) / noise | wins / ties / losses vs last "
-             "| worst gap recovered | worst cost | targets |", "|" + "---|" * 8]
+    lines = ["| policy | mean regret | worst regret / noise | worst (pick − last) / noise "
+             "| wins / ties / losses vs last | worst gap recovered | worst cost | targets |", "|" + "---|" * 8]
     for r in rows:
         recovery = "-" if r.get("worst_recovery") is None else f"{100 * r['worst_recovery']:.0f}%"
         if "note" in r:
@@ -135,8 +135,8 @@ def verdict_summary(studies: list[dict]) -> dict:
 def render_verdict_summary(studies: list[dict]) -> str:
     s = verdict_summary(studies)
     wrong = f" ({', '.join(s['wrong_studies'])})" if s["wrong_studies"] else ""
-    return (f"Verdict on distilling, judged against the no-KD students over {s['studies']} studies: {s['right']} right, "
-            f"{s['wrong']} wrong{wrong}, {s['within the noise']} within the noise, {s['not compared']} not compared; "
+    return (f"Verdict on distilling, judged against the no-KD students over {s['studies']} studies: "
+            f"{s['right']} right, {s['wrong']} wrong{wrong}, {s['within the noise']} within the noise, {s['not compared']} not compared; "
             f"the verdict weighed no KD's evidence on {s['weighed_nokd']} of them.")
 
 
