@@ -57,7 +57,7 @@ class LabelWave(Policy):
 
     Score: minus the distance, in checkpoints, from the onset (``top_k`` gives ties to the
     later neighbour). Needs at least 3 checkpoints, the fewest with two steps to compare.
-    Not yet measured on the studies (docs/selection.md).
+    Measured in docs/selection.md.
     """
 
     name, needs = "label-wave", ("train",)

@@ -73,7 +73,7 @@ class CLFit(AUMFit):
     estimated noise rate (CL's calibrated off-diagonal mass, ``noise_rate``): where it is near
     zero, few labels are flagged and the score falls back to fitting the labels, i.e. to ``last``.
 
-    Score, ties and refusals as ``aum-fit``. Not yet measured on the studies (docs/selection.md).
+    Score, ties and refusals as ``aum-fit``. Measured in docs/selection.md.
     """
 
     name, needs = "cl-fit", ("train",)

@@ -164,8 +164,7 @@ class KNNStudent(Policy):
     enough capacity fits; it then ties a memorising late teacher with an earlier one and,
     ties going later, may be biased toward late teachers. It sees the harm only where the
     memorised labels cluster in input space (at least about k of them together). Raw-input
-    distances are also a poor metric on images. Not yet measured on the studies
-    (docs/selection.md).
+    distances are also a poor metric on images. Measured in docs/selection.md.
     """
 
     name, needs = "knn-student", ("train", "val")

@@ -63,7 +63,7 @@ class AUMFit(Policy):
 
     **Known weakness.** Hard but correctly labelled samples can have a negative early AUM too;
     they are then counted against a teacher that learns them. It needs at least 3 checkpoints.
-    Not yet measured on the studies (docs/selection.md).
+    Measured in docs/selection.md.
     """
 
     name, needs = "aum-fit", ("train",)
