@@ -83,7 +83,7 @@ def test_a_teacher_of_another_input_shape_is_refused(command, flat_run, tmp_path
     ckpt = flat_run / "checkpoints" / "epoch_0001.safetensors"
     argv = {"eval": ["eval", ckpt],
             "distill": ["distill", "--teacher", ckpt, "--model", "mlp_xs", "--out", tmp_path / "student"],
-            "analyze": ["analyze", flat_run], "select": ["select", flat_run]}[command]
+            "analyze": ["analyze", flat_run], "select": ["select", flat_run, "--policy", "val-nll-1se"]}[command]
     before = digest(flat_run)
     quiet = [] if command == "eval" else ["--quiet"]  # eval shows no progress bar: it takes no --quiet
     code, out, err = cli(capsys, *argv, "--data", "digits", *quiet)
