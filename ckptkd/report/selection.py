@@ -136,7 +136,8 @@ def render_verdict_summary(studies: list[dict]) -> str:
     s = verdict_summary(studies)
     wrong = f" ({', '.join(s['wrong_studies'])})" if s["wrong_studies"] else ""
     return (f"Verdict on distilling, judged against the no-KD students over {s['studies']} studies: "
-            f"{s['right']} right, {s['wrong']} wrong{wrong}, {s['within the noise']} within the noise, {s['not compared']} not compared; "
+            f"{s['right']} right, {s['wrong']} wrong{wrong}, {s['within the noise']} within the noise, "
+            f"{s['not compared']} not compared; "
             f"the verdict weighed no KD's evidence on {s['weighed_nokd']} of them.")
 
 
